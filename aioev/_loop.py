@@ -1,0 +1,240 @@
+"""The public Loop class: the C core plus asyncio's set-up paths.
+
+Everything on a per-callback path is in aioev._core. What is here runs
+once per run_forever, per executor job or per signal handler, and reuses
+asyncio.BaseEventLoop's own code where that code only needs the loop's
+public surface, so behaviour follows the running Python's asyncio.
+"""
+
+import asyncio
+import errno
+import signal
+import socket
+import sys
+import threading
+import warnings
+from asyncio import base_events, coroutines, events
+
+from . import _core
+
+__all__ = ("Loop",)
+
+_Base = base_events.BaseEventLoop
+_NETWORK_MILESTONE = ("aioev {name}() is not implemented yet: networking "
+                      "(sockets, transports, servers, pipes, subprocesses) "
+                      "comes in a later release; use asyncio's default loop "
+                      "for it meanwhile")
+
+
+def _sighandler_noop(signum, frame):
+    """Dummy signal handler: the wakeup fd does the work."""
+
+
+def _not_yet(name):
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(_NETWORK_MILESTONE.format(name=name))
+    method.__name__ = name
+    method.__qualname__ = "Loop." + name
+    method.__doc__ = f"Not implemented yet in aioev: raises NotImplementedError."
+    return method
+
+
+class Loop(_core.Loop, asyncio.AbstractEventLoop):
+    """asyncio event loop on libev. Use it like asyncio's default loop."""
+
+    def __init__(self):
+        self._exception_handler = None
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        self._asyncgens = __import__("weakref").WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._signal_handlers = {}
+        self._ssock = self._csock = None
+        self._debug = coroutines._is_debug_mode()
+
+    # -- running ---------------------------------------------------------
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            self._run()
+        finally:
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    run_until_complete = _Base.run_until_complete
+    _check_running = _Base._check_running
+    _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
+
+    def close(self):
+        """Close the loop: drop pending callbacks, shut the executor down
+        without waiting. The loop must not be running."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self._debug:
+            base_events.logger.debug("Close %r", self)
+        for sig in list(self._signal_handlers):
+            self.remove_signal_handler(sig)
+        self._close_self_pipe()
+        self._close()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    def __del__(self, _warn=warnings.warn):
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning,
+                  source=self)
+            if not self.is_running():
+                self.close()
+
+    __repr__ = _Base.__repr__
+
+    def set_debug(self, enabled):
+        self._debug = enabled
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking,
+                                      enabled)
+
+    # -- executors, async generators, errors: asyncio's own code -----------
+
+    run_in_executor = _Base.run_in_executor
+    set_default_executor = _Base.set_default_executor
+    shutdown_default_executor = _Base.shutdown_default_executor
+    _do_shutdown = _Base._do_shutdown
+    _check_default_executor = _Base._check_default_executor
+    _check_callback = _Base._check_callback
+    shutdown_asyncgens = _Base.shutdown_asyncgens
+    _asyncgen_firstiter_hook = _Base._asyncgen_firstiter_hook
+    _asyncgen_finalizer_hook = _Base._asyncgen_finalizer_hook
+    get_exception_handler = _Base.get_exception_handler
+    set_exception_handler = _Base.set_exception_handler
+    default_exception_handler = _Base.default_exception_handler
+    call_exception_handler = _Base.call_exception_handler
+    getaddrinfo = _Base.getaddrinfo
+    getnameinfo = _Base.getnameinfo
+    _getaddrinfo_debug = _Base._getaddrinfo_debug
+
+    # -- signals: Python's handler + set_wakeup_fd, as asyncio does ------
+
+    def _make_self_pipe(self):
+        self._ssock, self._csock = socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self.add_reader(self._ssock.fileno(), self._read_from_self)
+
+    def _close_self_pipe(self):
+        if self._ssock is None:
+            return
+        self.remove_reader(self._ssock.fileno())
+        self._ssock.close()
+        self._csock.close()
+        self._ssock = self._csock = None
+
+    def _read_from_self(self):
+        while True:
+            try:
+                data = self._ssock.recv(4096)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            for signum in data:
+                handle = self._signal_handlers.get(signum)
+                if handle is None:
+                    continue
+                if handle._cancelled:
+                    self.remove_signal_handler(signum)
+                else:
+                    self.call_soon(handle._run)
+
+    def _check_signal(self, sig):
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Add a handler for a UNIX signal."""
+        if (coroutines.iscoroutine(callback)
+                or coroutines.iscoroutinefunction(callback)):
+            raise TypeError("coroutines cannot be used "
+                            "with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        if self._ssock is None:
+            self._make_self_pipe()
+        try:
+            signal.set_wakeup_fd(self._csock.fileno())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+        handle = events.Handle(callback, args, self, None)
+        self._signal_handlers[sig] = handle
+        try:
+            signal.signal(sig, _sighandler_noop)
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if not self._signal_handlers:
+                try:
+                    signal.set_wakeup_fd(-1)
+                except (ValueError, OSError) as nexc:
+                    base_events.logger.info("set_wakeup_fd(-1) failed: %s",
+                                            nexc)
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+
+    def remove_signal_handler(self, sig):
+        """Remove a handler for a UNIX signal; True if one was set."""
+        self._check_signal(sig)
+        try:
+            handle = self._signal_handlers.pop(sig)
+        except KeyError:
+            return False
+        handle.cancel()
+        if sig == signal.SIGINT:
+            handler = signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+        if not self._signal_handlers:
+            try:
+                signal.set_wakeup_fd(-1)
+            except (ValueError, OSError) as exc:
+                base_events.logger.info("set_wakeup_fd(-1) failed: %s", exc)
+        return True
+
+    # -- networking: the next milestone -----------------------------------
+
+    for _name in (
+            "create_connection", "create_server", "create_unix_connection",
+            "create_unix_server", "create_datagram_endpoint",
+            "connect_accepted_socket", "connect_read_pipe",
+            "connect_write_pipe", "subprocess_exec", "subprocess_shell",
+            "sendfile", "start_tls", "sock_recv", "sock_recv_into",
+            "sock_recvfrom", "sock_recvfrom_into", "sock_sendall",
+            "sock_sendto", "sock_connect", "sock_accept", "sock_sendfile"):
+        locals()[_name] = _not_yet(_name)
+    del _name

@@ -1,0 +1,358 @@
+/* Handle and TimerHandle: a callback with its arguments and contextvars
+ * context, as returned by call_soon/call_later/call_at. A TimerHandle also
+ * lives in its loop's timer heap (loop.c) until it fires or is cancelled. */
+#include "module.h"
+
+/* ------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------ */
+
+/* Returns a new Handle (or TimerHandle if tp says so). The args tuple and
+ * context are taken as new references. */
+HandleObj *
+aioev_handle_new(aioev_state *st, PyTypeObject *tp, PyObject *loop,
+                 PyObject *callback, PyObject *args, PyObject *context)
+{
+    HandleObj *h = PyObject_GC_New(HandleObj, tp);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->callback = Py_NewRef(callback);
+    h->args = Py_NewRef(args);
+    h->context = Py_NewRef(context);
+    h->loop = Py_NewRef(loop);
+    h->source_tb = NULL;
+    h->repr_cache = NULL;
+    h->weakreflist = NULL;
+    h->cancelled = 0;
+    if (tp == st->TimerHandleType) {
+        TimerHandleObj *t = (TimerHandleObj *)h;
+        t->when = 0.0;
+        t->seq = 0;
+        t->heap_index = -1;
+        t->scheduled = 0;
+    }
+    PyObject_GC_Track(h);
+    return h;
+}
+
+/* Called on a callback error: KeyboardInterrupt and SystemExit propagate
+ * (return -1), anything else is reported to the loop and swallowed. */
+static int
+handle_error(aioev_state *st, PyObject *loop, PyObject *handle,
+             PyObject *callback, PyObject *args)
+{
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)
+        || PyErr_ExceptionMatches(PyExc_SystemExit)) {
+        return -1;
+    }
+    aioev_report_callback_error(st, loop, handle, callback, args);
+    return 0;
+}
+
+int
+aioev_handle_run(HandleObj *h)
+{
+    aioev_state *st = AIOEV_STATE(h);
+    PyObject *res;
+
+    if (PyContext_Enter(h->context) < 0) {
+        return handle_error(st, h->loop, (PyObject *)h, h->callback, h->args);
+    }
+    res = PyObject_Vectorcall(h->callback, &PyTuple_GET_ITEM(h->args, 0),
+                              PyTuple_GET_SIZE(h->args), NULL);
+    if (PyContext_Exit(h->context) < 0) {
+        Py_XDECREF(res);
+        res = NULL;
+    }
+    if (res == NULL) {
+        return handle_error(st, h->loop, (PyObject *)h, h->callback, h->args);
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * traverse / clear / dealloc
+ * ------------------------------------------------------------------------ */
+
+static int
+handle_traverse(HandleObj *h, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(h));
+    Py_VISIT(h->callback);
+    Py_VISIT(h->args);
+    Py_VISIT(h->context);
+    Py_VISIT(h->loop);
+    Py_VISIT(h->source_tb);
+    Py_VISIT(h->repr_cache);
+    return 0;
+}
+
+static int
+handle_clear(HandleObj *h)
+{
+    Py_CLEAR(h->callback);
+    Py_CLEAR(h->args);
+    Py_CLEAR(h->context);
+    Py_CLEAR(h->loop);
+    Py_CLEAR(h->source_tb);
+    Py_CLEAR(h->repr_cache);
+    return 0;
+}
+
+static void
+handle_dealloc(HandleObj *h)
+{
+    PyTypeObject *tp = Py_TYPE(h);
+    PyObject_GC_UnTrack(h);
+    if (h->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)h);
+    }
+    handle_clear(h);
+    tp->tp_free(h);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------------------
+ * Methods
+ * ------------------------------------------------------------------------ */
+
+static PyObject *
+handle_cancel(HandleObj *h, PyObject *Py_UNUSED(ignored))
+{
+    aioev_state *st = AIOEV_STATE(h);
+    if (!h->cancelled) {
+        h->cancelled = 1;
+        if (aioev_is_loop(st, h->loop) && aioev_loop_get_debug(
+                (LoopObj *)h->loop)) {
+            /* Keep a repr that still shows the callback, as asyncio
+             * does in debug mode. */
+            PyObject *r = PyObject_Repr((PyObject *)h);
+            if (r == NULL) {
+                return NULL;
+            }
+            Py_XSETREF(h->repr_cache, r);
+        }
+        if (Py_IS_TYPE(h, st->TimerHandleType)) {
+            TimerHandleObj *t = (TimerHandleObj *)h;
+            if (t->scheduled && aioev_is_loop(st, h->loop)) {
+                aioev_loop_timer_cancelled((LoopObj *)h->loop, t);
+            }
+        }
+        Py_CLEAR(h->callback);
+        Py_SETREF(h->args, Py_NewRef(st->empty_tuple));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+handle_cancelled(HandleObj *h, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(h->cancelled);
+}
+
+static PyObject *
+handle_get_context(HandleObj *h, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(h->context);
+}
+
+static PyObject *
+handle_run_meth(HandleObj *h, PyObject *Py_UNUSED(ignored))
+{
+    if (h->cancelled || h->callback == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (aioev_handle_run(h) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+handle_repr(HandleObj *h)
+{
+    aioev_state *st = AIOEV_STATE(h);
+    if (h->repr_cache != NULL) {
+        return Py_NewRef(h->repr_cache);
+    }
+    return PyObject_CallOneArg(st->handle_repr, (PyObject *)h);
+}
+
+static PyObject *
+timer_when(TimerHandleObj *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(t->when);
+}
+
+static PyObject *
+timer_richcompare(TimerHandleObj *a, PyObject *b, int op)
+{
+    aioev_state *st = AIOEV_STATE(a);
+    if (!PyObject_TypeCheck(b, st->TimerHandleType)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    TimerHandleObj *o = (TimerHandleObj *)b;
+    if (op == Py_EQ || op == Py_NE) {
+        int eq = (PyObject *)a == b;
+        if (!eq && a->when == o->when) {
+            HandleObj *x = (HandleObj *)a, *y = (HandleObj *)o;
+            eq = x->cancelled == y->cancelled;
+            if (eq && x->callback && y->callback) {
+                eq = PyObject_RichCompareBool(x->callback, y->callback,
+                                              Py_EQ);
+                if (eq > 0) {
+                    eq = PyObject_RichCompareBool(x->args, y->args, Py_EQ);
+                }
+                if (eq < 0) {
+                    return NULL;
+                }
+            }
+        }
+        return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+    }
+    Py_RETURN_RICHCOMPARE(a->when, o->when, op);
+}
+
+static Py_hash_t
+timer_hash(TimerHandleObj *t)
+{
+    return _Py_HashDouble((PyObject *)t, t->when);
+}
+
+static PyObject *
+handle_get_callback(HandleObj *h, void *c)
+{
+    return Py_NewRef(h->callback ? h->callback : Py_None);
+}
+
+static PyObject *
+handle_get_args(HandleObj *h, void *c)
+{
+    if (h->callback == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(h->args);
+}
+
+static PyObject *
+handle_get_source_tb(HandleObj *h, void *c)
+{
+    return Py_NewRef(h->source_tb ? h->source_tb : Py_None);
+}
+
+static PyObject *
+handle_get_cancelled_attr(HandleObj *h, void *c)
+{
+    return PyBool_FromLong(h->cancelled);
+}
+
+static PyObject *
+timer_get_when(TimerHandleObj *t, void *c)
+{
+    return PyFloat_FromDouble(t->when);
+}
+
+static PyObject *
+timer_get_scheduled(TimerHandleObj *t, void *c)
+{
+    return PyBool_FromLong(t->scheduled);
+}
+
+/* ------------------------------------------------------------------------
+ * Tables, slots, specs
+ * ------------------------------------------------------------------------ */
+
+static PyMethodDef handle_methods[] = {
+    {"cancel", (PyCFunction)handle_cancel, METH_NOARGS, NULL},
+    {"cancelled", (PyCFunction)handle_cancelled, METH_NOARGS, NULL},
+    {"get_context", (PyCFunction)handle_get_context, METH_NOARGS, NULL},
+    {"_run", (PyCFunction)handle_run_meth, METH_NOARGS, NULL},
+    {NULL, NULL}
+};
+
+static PyMethodDef timer_methods[] = {
+    {"when", (PyCFunction)timer_when, METH_NOARGS, NULL},
+    {NULL, NULL}
+};
+
+static PyGetSetDef handle_getset[] = {
+    {"_callback", (getter)handle_get_callback, NULL, NULL, NULL},
+    {"_args", (getter)handle_get_args, NULL, NULL, NULL},
+    {"_source_traceback", (getter)handle_get_source_tb, NULL, NULL, NULL},
+    {"_cancelled", (getter)handle_get_cancelled_attr, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyGetSetDef timer_getset[] = {
+    {"_when", (getter)timer_get_when, NULL, NULL, NULL},
+    {"_scheduled", (getter)timer_get_scheduled, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyMemberDef handle_members[] = {
+    {"_loop", T_OBJECT, offsetof(HandleObj, loop), READONLY, NULL},
+    {"_context", T_OBJECT, offsetof(HandleObj, context), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(HandleObj, weakreflist),
+     READONLY, NULL},
+    {NULL}
+};
+
+PyDoc_STRVAR(handle_doc, "Object returned by callback registration methods.");
+
+static PyType_Slot handle_slots[] = {
+    {Py_tp_doc, (void *)handle_doc},
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
+    {Py_tp_repr, handle_repr},
+    {Py_tp_methods, handle_methods},
+    {Py_tp_getset, handle_getset},
+    {Py_tp_members, handle_members},
+    {0, NULL},
+};
+
+static PyType_Spec handle_spec = {
+    .name = "aioev._core.Handle",
+    .basicsize = sizeof(HandleObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = handle_slots,
+};
+
+static PyType_Slot timer_slots[] = {
+    {Py_tp_doc, "Object returned by timed callback registration methods."},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_methods, timer_methods},
+    {Py_tp_getset, timer_getset},
+    {Py_tp_richcompare, timer_richcompare},
+    {Py_tp_hash, timer_hash},
+    {0, NULL},
+};
+
+static PyType_Spec timer_spec = {
+    .name = "aioev._core.TimerHandle",
+    .basicsize = sizeof(TimerHandleObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = timer_slots,
+};
+
+int
+aioev_handle_init_types(PyObject *mod, aioev_state *st)
+{
+    st->HandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &handle_spec, NULL);
+    if (st->HandleType == NULL) {
+        return -1;
+    }
+    st->TimerHandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &timer_spec, (PyObject *)st->HandleType);
+    if (st->TimerHandleType == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(mod, st->HandleType) < 0
+        || PyModule_AddType(mod, st->TimerHandleType) < 0) {
+        return -1;
+    }
+    return 0;
+}

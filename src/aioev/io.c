@@ -1,0 +1,293 @@
+/* fd readiness: add_reader/add_writer and their removal. One ev_io per fd,
+ * its mask following which of the reader and writer handles are set.
+ * Debian's libev aborts on a bad fd, so every fd is checked before libev
+ * sees it. */
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+/* ------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------ */
+
+/* An int or an object with fileno(), as asyncio's selectors accept. */
+static int
+fileobj_to_fd(PyObject *fileobj)
+{
+    int fd = PyObject_AsFileDescriptor(fileobj);
+    if (fd < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %d",
+                         fd);
+        }
+        else if (PyErr_ExceptionMatches(PyExc_ValueError)
+                 && PyLong_Check(fileobj)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S",
+                         fileobj);
+        }
+        return -1;
+    }
+    return fd;
+}
+
+/* Refuses what epoll would refuse, before libev can abort on it. */
+static int
+check_pollable(int fd)
+{
+    struct stat sb;
+    if (fcntl(fd, F_GETFD) < 0 || fstat(fd, &sb) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) {
+        errno = EPERM;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+io_cb(struct ev_loop *evloop, ev_io *w, int revents)
+{
+    io_entry *e = (io_entry *)w;
+    LoopObj *loop = e->loop;
+
+    /* EV_ERROR: libev dropped the fd; let both sides find out by trying. */
+    if (revents & EV_ERROR) {
+        revents |= EV_READ | EV_WRITE;
+    }
+    if ((revents & EV_READ) && e->reader != NULL
+        && !e->reader->cancelled) {
+        if (aioev_loop_enqueue(loop, READY_HANDLE, (PyObject *)e->reader,
+                               NULL, NULL) < 0) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+        }
+    }
+    if ((revents & EV_WRITE) && e->writer != NULL
+        && !e->writer->cancelled) {
+        if (aioev_loop_enqueue(loop, READY_HANDLE, (PyObject *)e->writer,
+                               NULL, NULL) < 0) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+        }
+    }
+}
+
+static io_entry *
+io_get(LoopObj *loop, int fd, int create)
+{
+    if (fd < loop->fds_cap && loop->fds[fd] != NULL) {
+        return loop->fds[fd];
+    }
+    if (!create) {
+        return NULL;
+    }
+    if (fd >= loop->fds_cap) {
+        int cap = loop->fds_cap ? loop->fds_cap : 64;
+        while (cap <= fd) {
+            cap *= 2;
+        }
+        io_entry **p = PyMem_Realloc(loop->fds, cap * sizeof(io_entry *));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memset(p + loop->fds_cap, 0,
+               (cap - loop->fds_cap) * sizeof(io_entry *));
+        loop->fds = p;
+        loop->fds_cap = cap;
+    }
+    io_entry *e = PyMem_Calloc(1, sizeof(io_entry));
+    if (e == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    e->loop = loop;
+    ev_io_init(&e->io, io_cb, fd, 0);
+    loop->fds[fd] = e;
+    return e;
+}
+
+/* Points the watcher at the current reader/writer set; frees the entry
+ * when neither is left. ev_io_set re-arms the fd in libev, in case it
+ * was closed and its number reused since the last change. */
+static void
+io_update(LoopObj *loop, int fd, io_entry *e)
+{
+    int events = (e->reader ? EV_READ : 0) | (e->writer ? EV_WRITE : 0);
+    if (ev_is_active(&e->io)) {
+        ev_io_stop(loop->evloop, &e->io);
+    }
+    if (events == 0) {
+        loop->fds[fd] = NULL;
+        PyMem_Free(e);
+        return;
+    }
+    ev_io_set(&e->io, fd, events);
+    ev_io_start(loop->evloop, &e->io);
+}
+
+/* Sets (handle != NULL) or clears one side. Returns 1 if a handle was
+ * replaced or removed, 0 if not, -1 on error. */
+static int
+io_set_side(LoopObj *loop, int fd, int writer, HandleObj *h)
+{
+    io_entry *e = io_get(loop, fd, h != NULL);
+    if (e == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    HandleObj **slot = writer ? &e->writer : &e->reader;
+    HandleObj *old = *slot;
+    *slot = h ? (HandleObj *)Py_NewRef(h) : NULL;
+    io_update(loop, fd, e);
+    if (old != NULL) {
+        old->cancelled = 1;
+        Py_DECREF(old);
+        return 1;
+    }
+    return 0;
+}
+
+int
+aioev_io_traverse(LoopObj *loop, visitproc visit, void *arg)
+{
+    for (int fd = 0; fd < loop->fds_cap; fd++) {
+        io_entry *e = loop->fds[fd];
+        if (e != NULL) {
+            Py_VISIT(e->reader);
+            Py_VISIT(e->writer);
+        }
+    }
+    return 0;
+}
+
+void
+aioev_io_close_all(LoopObj *loop)
+{
+    for (int fd = 0; fd < loop->fds_cap; fd++) {
+        io_entry *e = loop->fds[fd];
+        if (e == NULL) {
+            continue;
+        }
+        loop->fds[fd] = NULL;
+        if (loop->evloop != NULL && ev_is_active(&e->io)) {
+            ev_io_stop(loop->evloop, &e->io);
+        }
+        Py_CLEAR(e->reader);
+        Py_CLEAR(e->writer);
+        PyMem_Free(e);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Methods (attached to Loop by loop.c)
+ * ------------------------------------------------------------------------ */
+
+static PyObject *
+add_impl(LoopObj *loop, int writer, const char *fname, PyObject *const *args,
+         Py_ssize_t nargs)
+{
+    aioev_state *st = loop->state;
+    PyObject *tuple = NULL, *ctx = NULL;
+    HandleObj *h = NULL;
+    int fd;
+
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing required positional arguments", fname);
+        return NULL;
+    }
+    if (aioev_loop_check_closed(loop) < 0
+        || (fd = fileobj_to_fd(args[0])) < 0 || check_pollable(fd) < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError,
+                     "a callable object was expected by %s(), got %R",
+                     fname, args[1]);
+        return NULL;
+    }
+    tuple = PyTuple_New(nargs - 2);
+    if (tuple == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 2; i < nargs; i++) {
+        PyTuple_SET_ITEM(tuple, i - 2, Py_NewRef(args[i]));
+    }
+    ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        goto error;
+    }
+    h = aioev_handle_new(st, st->HandleType, (PyObject *)loop, args[1],
+                         tuple, ctx);
+    if (h == NULL || io_set_side(loop, fd, writer, h) < 0) {
+        goto error;
+    }
+    Py_DECREF(tuple);
+    Py_DECREF(ctx);
+    Py_DECREF(h);
+    Py_RETURN_NONE;
+
+error:
+    Py_XDECREF(tuple);
+    Py_XDECREF(ctx);
+    Py_XDECREF(h);
+    return NULL;
+}
+
+static PyObject *
+remove_impl(LoopObj *loop, int writer, PyObject *fileobj)
+{
+    int fd, rc;
+
+    if (loop->closed) {
+        Py_RETURN_FALSE;
+    }
+    if ((fd = fileobj_to_fd(fileobj)) < 0) {
+        return NULL;
+    }
+    rc = io_set_side(loop, fd, writer, NULL);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *
+loop_add_reader(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_impl(loop, 0, "add_reader", args, nargs);
+}
+
+static PyObject *
+loop_add_writer(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_impl(loop, 1, "add_writer", args, nargs);
+}
+
+static PyObject *
+loop_remove_reader(LoopObj *loop, PyObject *fileobj)
+{
+    return remove_impl(loop, 0, fileobj);
+}
+
+static PyObject *
+loop_remove_writer(LoopObj *loop, PyObject *fileobj)
+{
+    return remove_impl(loop, 1, fileobj);
+}
+
+PyMethodDef aioev_io_methods[] = {
+    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader,
+     METH_FASTCALL, "Start watching fd for read availability."},
+    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer,
+     METH_FASTCALL, "Start watching fd for write availability."},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+     "Stop watching fd for reading; return True if it was watched."},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+     "Stop watching fd for writing; return True if it was watched."},
+    {NULL, NULL}
+};

@@ -1,0 +1,1232 @@
+/* Loop: the ready queue, the timer heap and the outer run loop around
+ * libev. Watcher callbacks only queue work; everything user-visible runs
+ * from the ready queue, in order, as asyncio's _run_once does. The
+ * asyncio parts that are not on a hot path (run_forever's set-up, the
+ * exception handler, executors) are in aioev/_loop.py. */
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pythread.h"
+
+static double
+monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------------
+ * Ready queue: a ring buffer of (kind, a, b, c) with strong references.
+ * ------------------------------------------------------------------------ */
+
+static int
+ready_grow(LoopObj *self)
+{
+    size_t cap = self->ready_cap ? self->ready_cap * 2 : 64;
+    ready_item *items = PyMem_Malloc(cap * sizeof(ready_item));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < self->ready_len; i++) {
+        items[i] = self->ready[(self->ready_head + i) % self->ready_cap];
+    }
+    PyMem_Free(self->ready);
+    self->ready = items;
+    self->ready_cap = cap;
+    self->ready_head = 0;
+    return 0;
+}
+
+int
+aioev_loop_enqueue(LoopObj *self, int kind, PyObject *a, PyObject *b,
+                   PyObject *c)
+{
+    if (self->ready_len == self->ready_cap && ready_grow(self) < 0) {
+        return -1;
+    }
+    ready_item *it =
+        &self->ready[(self->ready_head + self->ready_len) % self->ready_cap];
+    it->kind = kind;
+    it->a = Py_NewRef(a);
+    it->b = Py_XNewRef(b);
+    it->c = Py_XNewRef(c);
+    self->ready_len++;
+    return 0;
+}
+
+static void
+ready_pop(LoopObj *self, ready_item *out)
+{
+    *out = self->ready[self->ready_head];
+    self->ready_head = (self->ready_head + 1) % self->ready_cap;
+    self->ready_len--;
+}
+
+static void
+ready_clear(LoopObj *self)
+{
+    ready_item it;
+    while (self->ready_len) {
+        ready_pop(self, &it);
+        Py_DECREF(it.a);
+        Py_XDECREF(it.b);
+        Py_XDECREF(it.c);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Timer heap: TimerHandles ordered by (when, seq). The heap holds a
+ * strong reference to each entry.
+ * ------------------------------------------------------------------------ */
+
+static inline int
+timer_less(TimerHandleObj *x, TimerHandleObj *y)
+{
+    return x->when < y->when || (x->when == y->when && x->seq < y->seq);
+}
+
+static void
+heap_set(LoopObj *self, size_t i, TimerHandleObj *t)
+{
+    self->timers[i] = t;
+    t->heap_index = (Py_ssize_t)i;
+}
+
+static void
+heap_up(LoopObj *self, size_t i)
+{
+    TimerHandleObj *t = self->timers[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_less(t, self->timers[parent])) {
+            break;
+        }
+        heap_set(self, i, self->timers[parent]);
+        i = parent;
+    }
+    heap_set(self, i, t);
+}
+
+static void
+heap_down(LoopObj *self, size_t i)
+{
+    TimerHandleObj *t = self->timers[i];
+    size_t n = self->timers_len;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= n) {
+            break;
+        }
+        if (child + 1 < n
+            && timer_less(self->timers[child + 1], self->timers[child])) {
+            child++;
+        }
+        if (!timer_less(self->timers[child], t)) {
+            break;
+        }
+        heap_set(self, i, self->timers[child]);
+        i = child;
+    }
+    heap_set(self, i, t);
+}
+
+static int
+heap_push(LoopObj *self, TimerHandleObj *t)
+{
+    if (self->timers_len == self->timers_cap) {
+        size_t cap = self->timers_cap ? self->timers_cap * 2 : 64;
+        TimerHandleObj **p =
+            PyMem_Realloc(self->timers, cap * sizeof(TimerHandleObj *));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->timers = p;
+        self->timers_cap = cap;
+    }
+    Py_INCREF(t);
+    t->seq = self->timer_seq++;
+    t->scheduled = 1;
+    self->timers[self->timers_len++] = t;
+    heap_up(self, self->timers_len - 1);
+    return 0;
+}
+
+/* Removes and returns the earliest timer (a strong reference). */
+static TimerHandleObj *
+heap_pop(LoopObj *self)
+{
+    TimerHandleObj *top = self->timers[0];
+    self->timers_len--;
+    if (self->timers_len) {
+        heap_set(self, 0, self->timers[self->timers_len]);
+        heap_down(self, 0);
+    }
+    top->heap_index = -1;
+    top->scheduled = 0;
+    return top;
+}
+
+/* Drops cancelled timers: all of them when they are the majority (as
+ * asyncio does), else just those at the top of the heap. */
+static void
+timers_purge(LoopObj *self)
+{
+    if (self->timers_len > 100
+        && self->timers_cancelled * 2 > self->timers_len) {
+        size_t j = 0;
+        for (size_t i = 0; i < self->timers_len; i++) {
+            TimerHandleObj *t = self->timers[i];
+            if (t->base.cancelled) {
+                t->scheduled = 0;
+                t->heap_index = -1;
+                Py_DECREF(t);
+            }
+            else {
+                self->timers[j++] = t;
+            }
+        }
+        self->timers_len = j;
+        self->timers_cancelled = 0;
+        for (size_t i = j / 2 + 1; i-- > 0;) {
+            if (i < j) {
+                heap_down(self, i);
+            }
+        }
+        for (size_t i = 0; i < j; i++) {
+            self->timers[i]->heap_index = (Py_ssize_t)i;
+        }
+        return;
+    }
+    while (self->timers_len && self->timers[0]->base.cancelled) {
+        TimerHandleObj *t = heap_pop(self);
+        self->timers_cancelled--;
+        Py_DECREF(t);
+    }
+}
+
+static void
+timers_clear(LoopObj *self)
+{
+    while (self->timers_len) {
+        TimerHandleObj *t = heap_pop(self);
+        Py_DECREF(t);
+    }
+    self->timers_cancelled = 0;
+}
+
+void
+aioev_loop_timer_cancelled(LoopObj *self, TimerHandleObj *t)
+{
+    if (t->scheduled) {
+        self->timers_cancelled++;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * libev glue: GIL release around the poll, wake-ups
+ * ------------------------------------------------------------------------ */
+
+static void
+release_cb(struct ev_loop *evloop)
+{
+    LoopObj *self = ev_userdata(evloop);
+    if (self->polling_blocks) {
+        self->tstate = PyEval_SaveThread();
+    }
+}
+
+static void
+acquire_cb(struct ev_loop *evloop)
+{
+    LoopObj *self = ev_userdata(evloop);
+    if (self->polling_blocks) {
+        PyEval_RestoreThread(self->tstate);
+        self->tstate = NULL;
+    }
+}
+
+static void
+wakeup_cb(struct ev_loop *evloop, ev_async *w, int revents)
+{
+    /* Only there to end the poll: the work is already queued. */
+}
+
+static void
+timeout_cb(struct ev_loop *evloop, ev_timer *w, int revents)
+{
+    /* Ends the poll; due timers are collected after ev_run returns. */
+}
+
+static int
+loop_open(LoopObj *self)
+{
+    self->evloop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV
+                               | EVFLAG_NOSIGMASK);
+    if (self->evloop == NULL) {
+        self->evloop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV
+                                   | EVFLAG_NOSIGMASK);
+    }
+    if (self->evloop == NULL) {
+        PyErr_SetString(PyExc_OSError, "libev: could not create a loop");
+        return -1;
+    }
+    ev_set_userdata(self->evloop, self);
+    ev_set_loop_release_cb(self->evloop, release_cb, acquire_cb);
+    ev_async_init(&self->wakeup, wakeup_cb);
+    ev_async_start(self->evloop, &self->wakeup);
+    ev_init(&self->timeout, timeout_cb);
+    self->pid = getpid();
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Checks shared by the methods
+ * ------------------------------------------------------------------------ */
+
+int
+aioev_is_loop(aioev_state *st, PyObject *obj)
+{
+    return PyObject_TypeCheck(obj, st->LoopType);
+}
+
+int
+aioev_loop_get_debug(LoopObj *self)
+{
+    return self->debug;
+}
+
+int
+aioev_loop_check_closed(LoopObj *self)
+{
+    if (self->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_thread(LoopObj *self)
+{
+    if (self->thread_id == 0) {
+        return 0;
+    }
+    if (PyThread_get_thread_ident() != self->thread_id) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Non-thread-safe operation invoked on an event loop "
+                        "other than the current one");
+        return -1;
+    }
+    return 0;
+}
+
+void
+aioev_report_callback_error(aioev_state *st, PyObject *loop,
+                            PyObject *handle, PyObject *callback,
+                            PyObject *args)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *res = PyObject_CallFunctionObjArgs(
+        st->report_error, loop, exc, handle ? handle : Py_None,
+        callback ? callback : Py_None, args ? args : Py_None, NULL);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(loop);
+    }
+    Py_XDECREF(res);
+    Py_DECREF(exc);
+}
+
+/* ------------------------------------------------------------------------
+ * Running
+ * ------------------------------------------------------------------------ */
+
+static int
+is_fatal_error(void)
+{
+    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)
+        || PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
+/* Runs one queued item. Returns 0, or -1 with KeyboardInterrupt or
+ * SystemExit set; other errors were reported to the exception handler. */
+static int
+run_item(LoopObj *self, ready_item *it)
+{
+    aioev_state *st = self->state;
+    PyObject *res;
+    int rc = 0;
+
+    switch (it->kind) {
+    case READY_HANDLE:
+        if (!((HandleObj *)it->a)->cancelled) {
+            rc = aioev_handle_run((HandleObj *)it->a);
+        }
+        return rc;
+    case READY_TASK_STEP:
+        rc = aioev_task_step(st, (TaskObj *)it->a, it->b);
+        break;
+    case READY_TASK_WAKEUP:
+        rc = aioev_task_wakeup(st, (TaskObj *)it->a, it->b);
+        break;
+    case READY_FUT_CALLBACK:
+        if (PyContext_Enter(it->c) < 0) {
+            rc = -1;
+            break;
+        }
+        res = PyObject_CallOneArg(it->a, it->b);
+        if (PyContext_Exit(it->c) < 0) {
+            Py_CLEAR(res);
+        }
+        if (res == NULL) {
+            if (is_fatal_error()) {
+                return -1;
+            }
+            PyObject *args = PyTuple_Pack(1, it->b);
+            if (args == NULL) {
+                return -1;
+            }
+            aioev_report_callback_error(st, (PyObject *)self, NULL, it->a,
+                                        args);
+            Py_DECREF(args);
+            return 0;
+        }
+        Py_DECREF(res);
+        return 0;
+    }
+    if (rc < 0) {
+        if (is_fatal_error()) {
+            return -1;
+        }
+        aioev_report_callback_error(st, (PyObject *)self, NULL, it->a, NULL);
+    }
+    return 0;
+}
+
+/* Debug mode: remember the running handle, warn about slow callbacks. */
+static int
+run_item_debug(LoopObj *self, ready_item *it)
+{
+    aioev_state *st = self->state;
+    double t0 = monotonic_now();
+    int rc;
+
+    Py_XSETREF(self->current_handle, Py_NewRef(it->a));
+    rc = run_item(self, it);
+    Py_CLEAR(self->current_handle);
+    double dt = monotonic_now() - t0;
+    if (dt >= self->slow_callback_duration) {
+        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *r = PyObject_CallMethod(st->logger, "warning", "sOd",
+                                          "Executing %s took %.3f seconds",
+                                          it->a, dt);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        Py_XDECREF(r);
+        PyErr_SetRaisedException(exc);
+    }
+    return rc;
+}
+
+/* One iteration: poll, collect due timers, run what was ready at the
+ * start of the run phase. Returns 0 or -1 with an exception set. */
+static int
+run_once(LoopObj *self)
+{
+    int flags = EVRUN_ONCE;
+
+    timers_purge(self);
+    self->polling_blocks = 0;
+    if (self->ready_len || self->stopping) {
+        flags = EVRUN_NOWAIT;
+    }
+    else if (self->timers_len) {
+        double delay = self->timers[0]->when - monotonic_now();
+        if (delay <= 0) {
+            flags = EVRUN_NOWAIT;
+        }
+        else {
+            if (delay > 86400.0) {
+                delay = 86400.0;
+            }
+            ev_timer_set(&self->timeout, delay, 0.0);
+            ev_timer_start(self->evloop, &self->timeout);
+            self->polling_blocks = 1;
+        }
+    }
+    else {
+        self->polling_blocks = 1;
+    }
+    ev_run(self->evloop, flags);
+    self->polling_blocks = 0;
+    if (ev_is_active(&self->timeout)) {
+        ev_timer_stop(self->evloop, &self->timeout);
+    }
+    if (PyErr_CheckSignals() < 0) {
+        return -1;
+    }
+
+    double end = monotonic_now() + self->clock_resolution;
+    while (self->timers_len && self->timers[0]->when < end) {
+        TimerHandleObj *t = heap_pop(self);
+        if (t->base.cancelled) {
+            self->timers_cancelled--;
+        }
+        else if (aioev_loop_enqueue(self, READY_HANDLE, (PyObject *)t, NULL,
+                                    NULL) < 0) {
+            Py_DECREF(t);
+            return -1;
+        }
+        Py_DECREF(t);
+    }
+
+    /* Items queued by these callbacks wait for the next iteration. */
+    size_t ntodo = self->ready_len;
+    for (size_t i = 0; i < ntodo && self->ready_len; i++) {
+        ready_item it;
+        int rc;
+        ready_pop(self, &it);
+        if (self->debug) {
+            rc = run_item_debug(self, &it);
+        }
+        else {
+            rc = run_item(self, &it);
+        }
+        Py_DECREF(it.a);
+        Py_XDECREF(it.b);
+        Py_XDECREF(it.c);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(loop_run_doc,
+"_run()\n--\n\nRun iterations until stop(); run_forever's core.");
+
+static PyObject *
+loop_run(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc = 0;
+
+    if (aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "This event loop is already running");
+        return NULL;
+    }
+    if (self->pid != getpid()) {
+        ev_loop_fork(self->evloop);
+        self->pid = getpid();
+    }
+    self->running = 1;
+    self->thread_id = PyThread_get_thread_ident();
+    for (;;) {
+        if (run_once(self) < 0) {
+            rc = -1;
+            break;
+        }
+        if (self->stopping) {
+            break;
+        }
+    }
+    self->stopping = 0;
+    self->running = 0;
+    self->thread_id = 0;
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------
+ * Scheduling callbacks
+ * ------------------------------------------------------------------------ */
+
+/* Splits `callback, *args, context=None` of the call_* methods. */
+static int
+parse_callback_args(const char *fname, PyObject *const *args,
+                    Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t skip,
+                    PyObject **context)
+{
+    *context = Py_None;
+    if (nargs <= skip) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing required positional argument", fname);
+        return -1;
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            if (!aioev_str_eq(name, "context")) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%S'",
+                             fname, name);
+                return -1;
+            }
+            *context = args[nargs + i];
+        }
+    }
+    return 0;
+}
+
+static int
+check_callback(LoopObj *self, PyObject *callback, const char *fname)
+{
+    aioev_state *st = self->state;
+    if (self->debug) {
+        PyObject *r = PyObject_CallOneArg(st->iscoroutine, callback);
+        if (r == NULL) {
+            return -1;
+        }
+        int is_coro = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (is_coro < 0) {
+            return -1;
+        }
+        if (is_coro || PyCoro_CheckExact(callback)) {
+            PyErr_Format(PyExc_TypeError,
+                         "coroutines cannot be used with %s()", fname);
+            return -1;
+        }
+    }
+    if (!PyCallable_Check(callback)) {
+        PyErr_Format(PyExc_TypeError,
+                     "a callable object was expected by %s(), got %R",
+                     fname, callback);
+        return -1;
+    }
+    return 0;
+}
+
+/* Makes the handle for callback(*args) in context (None: a copy of the
+ * current one). Returns a new reference or NULL. */
+static HandleObj *
+make_handle(LoopObj *self, PyTypeObject *tp, const char *fname,
+            PyObject *callback, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *context)
+{
+    aioev_state *st = self->state;
+    PyObject *tuple = NULL, *ctx = NULL;
+    HandleObj *h = NULL;
+
+    if (check_callback(self, callback, fname) < 0) {
+        return NULL;
+    }
+    if (nargs == 0) {
+        tuple = Py_NewRef(st->empty_tuple);
+    }
+    else {
+        tuple = PyTuple_New(nargs);
+        if (tuple == NULL) {
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+        }
+    }
+    if (context == Py_None) {
+        ctx = PyContext_CopyCurrent();
+        if (ctx == NULL) {
+            goto error;
+        }
+    }
+    else {
+        ctx = Py_NewRef(context);
+    }
+    h = aioev_handle_new(st, tp, (PyObject *)self, callback, tuple, ctx);
+    if (h == NULL) {
+        goto error;
+    }
+    if (self->debug) {
+        PyObject *frame = (PyObject *)PyEval_GetFrame();  /* borrowed */
+        h->source_tb = PyObject_CallOneArg(st->extract_stack,
+                                           frame ? frame : Py_None);
+        if (h->source_tb == NULL) {
+            Py_CLEAR(h);
+        }
+    }
+error:
+    Py_XDECREF(tuple);
+    Py_XDECREF(ctx);
+    return h;
+}
+
+static PyObject *
+call_soon_impl(LoopObj *self, const char *fname, PyObject *const *args,
+               size_t nargsf, PyObject *kwnames, int threadsafe)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    HandleObj *h;
+
+    if (parse_callback_args(fname, args, nargs, kwnames, 0, &context) < 0
+        || aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (!threadsafe && self->debug && check_thread(self) < 0) {
+        return NULL;
+    }
+    h = make_handle(self, self->state->HandleType, fname, args[0], args + 1,
+                    nargs - 1, context);
+    if (h == NULL) {
+        return NULL;
+    }
+    if (aioev_loop_enqueue(self, READY_HANDLE, (PyObject *)h, NULL, NULL)
+        < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (threadsafe) {
+        ev_async_send(self->evloop, &self->wakeup);
+    }
+    return (PyObject *)h;
+}
+
+PyDoc_STRVAR(call_soon_doc,
+"call_soon(callback, *args, context=None)\n--\n\n"
+"Arrange for callback(*args) to be called in the next iteration.");
+
+static PyObject *
+loop_call_soon(LoopObj *self, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    return call_soon_impl(self, "call_soon", args, nargsf, kwnames, 0);
+}
+
+PyDoc_STRVAR(call_soon_threadsafe_doc,
+"call_soon_threadsafe(callback, *args, context=None)\n--\n\n"
+"Like call_soon(), but safe to call from another thread.");
+
+static PyObject *
+loop_call_soon_threadsafe(LoopObj *self, PyObject *const *args,
+                          size_t nargsf, PyObject *kwnames)
+{
+    return call_soon_impl(self, "call_soon_threadsafe", args, nargsf,
+                          kwnames, 1);
+}
+
+static PyObject *
+call_at_impl(LoopObj *self, const char *fname, double when,
+             PyObject *const *args, Py_ssize_t nargs, PyObject *context)
+{
+    TimerHandleObj *t;
+
+    if (self->debug && check_thread(self) < 0) {
+        return NULL;
+    }
+    t = (TimerHandleObj *)make_handle(self, self->state->TimerHandleType,
+                                      fname, args[0], args + 1, nargs - 1,
+                                      context);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->when = when;
+    if (heap_push(self, t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static int
+parse_time(PyObject *obj, const char *what, double *out)
+{
+    if (obj == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s must not be None", what);
+        return -1;
+    }
+    *out = PyFloat_AsDouble(obj);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(call_later_doc,
+"call_later(delay, callback, *args, context=None)\n--\n\n"
+"Arrange for callback(*args) to be called after delay seconds.");
+
+static PyObject *
+loop_call_later(LoopObj *self, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    double delay;
+
+    if (parse_callback_args("call_later", args, nargs, kwnames, 1,
+                            &context) < 0
+        || parse_time(args[0], "delay", &delay) < 0
+        || aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    return call_at_impl(self, "call_later", monotonic_now() + delay,
+                        args + 1, nargs - 1, context);
+}
+
+PyDoc_STRVAR(call_at_doc,
+"call_at(when, callback, *args, context=None)\n--\n\n"
+"Arrange for callback(*args) to be called at loop time `when`.");
+
+static PyObject *
+loop_call_at(LoopObj *self, PyObject *const *args, size_t nargsf,
+             PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    double when;
+
+    if (parse_callback_args("call_at", args, nargs, kwnames, 1, &context) < 0
+        || parse_time(args[0], "when", &when) < 0
+        || aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    return call_at_impl(self, "call_at", when, args + 1, nargs - 1,
+                        context);
+}
+
+/* ------------------------------------------------------------------------
+ * Futures and tasks
+ * ------------------------------------------------------------------------ */
+
+static PyObject *
+loop_create_future(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    aioev_state *st = self->state;
+    FutureObj *fut = PyObject_GC_New(FutureObj, st->FutureType);
+    if (fut == NULL) {
+        return NULL;
+    }
+    memset((char *)fut + sizeof(PyObject), 0,
+           sizeof(FutureObj) - sizeof(PyObject));
+    PyObject_GC_Track(fut);
+    if (aioev_future_init(fut, (PyObject *)self) < 0) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    return (PyObject *)fut;
+}
+
+PyDoc_STRVAR(create_task_doc,
+"create_task(coro, *, name=None, context=None)\n--\n\n"
+"Schedule a coroutine object; return a Task.");
+
+static PyObject *
+loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames)
+{
+    static const char *const kwlist[] = {"coro", "name", "context", NULL};
+    PyObject *coro = NULL, *name = Py_None, *context = Py_None;
+    PyObject *vals[3] = {NULL, Py_None, Py_None};
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *task = NULL;
+
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "create_task() takes exactly 1 positional argument "
+                     "(%zd given)", nargs);
+        return NULL;
+    }
+    vals[0] = args[0];
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            int found = 0;
+            for (int j = 1; kwlist[j]; j++) {
+                if (aioev_str_eq(k, kwlist[j])) {
+                    vals[j] = args[nargs + i];
+                    found = 1;
+                }
+            }
+            if (!found) {
+                PyErr_Format(PyExc_TypeError,
+                             "create_task() got an unexpected keyword "
+                             "argument '%S'", k);
+                return NULL;
+            }
+        }
+    }
+    coro = vals[0];
+    name = vals[1];
+    context = vals[2];
+    if (aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->task_factory == NULL || self->task_factory == Py_None) {
+        return aioev_task_new(self->state, coro, (PyObject *)self, name,
+                              context);
+    }
+    if (context == Py_None) {
+        PyObject *fargs[2] = {(PyObject *)self, coro};
+        task = PyObject_Vectorcall(self->task_factory, fargs, 2, NULL);
+    }
+    else {
+        PyObject *kw = Py_BuildValue("{sO}", "context", context);
+        PyObject *pos = PyTuple_Pack(2, (PyObject *)self, coro);
+        if (kw != NULL && pos != NULL) {
+            task = PyObject_Call(self->task_factory, pos, kw);
+        }
+        Py_XDECREF(kw);
+        Py_XDECREF(pos);
+    }
+    if (task != NULL && name != Py_None) {
+        PyObject *r = PyObject_CallMethod(task, "set_name", "O", name);
+        if (r == NULL) {
+            Py_CLEAR(task);
+        }
+        Py_XDECREF(r);
+    }
+    return task;
+}
+
+static PyObject *
+loop_set_task_factory(LoopObj *self, PyObject *factory)
+{
+    if (factory != Py_None && !PyCallable_Check(factory)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "task factory must be a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(self->task_factory,
+               factory == Py_None ? NULL : Py_NewRef(factory));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_get_task_factory(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(self->task_factory ? self->task_factory : Py_None);
+}
+
+/* ------------------------------------------------------------------------
+ * Small methods
+ * ------------------------------------------------------------------------ */
+
+static PyObject *
+loop_time(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(monotonic_now());
+}
+
+static PyObject *
+loop_stop(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    self->stopping = 1;
+    if (self->evloop != NULL && self->running
+        && PyThread_get_thread_ident() != self->thread_id) {
+        ev_async_send(self->evloop, &self->wakeup);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_is_running(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->running);
+}
+
+static PyObject *
+loop_is_closed(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_get_debug_meth(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *
+loop_check_closed_meth(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    if (aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_check_thread_meth(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_thread(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_timer_handle_cancelled(LoopObj *self, PyObject *handle)
+{
+    /* Cancelled TimerHandles tell us directly (handle.c). */
+    Py_RETURN_NONE;
+}
+
+/* Frees the libev loop and drops queued work; close()'s C part. */
+static PyObject *
+loop_close_core(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Cannot close a running event loop");
+        return NULL;
+    }
+    if (self->closed) {
+        Py_RETURN_NONE;
+    }
+    self->closed = 1;
+    ready_clear(self);
+    timers_clear(self);
+    aioev_io_close_all(self);
+    if (self->evloop != NULL) {
+        ev_async_stop(self->evloop, &self->wakeup);
+        ev_loop_destroy(self->evloop);
+        self->evloop = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_get_ready_count(LoopObj *self, void *c)
+{
+    return PyLong_FromSize_t(self->ready_len);
+}
+
+static PyObject *
+loop_get_timer_count(LoopObj *self, void *c)
+{
+    return PyLong_FromSize_t(self->timers_len - self->timers_cancelled);
+}
+
+static PyObject *
+loop_get_thread_id(LoopObj *self, void *c)
+{
+    if (self->thread_id == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(self->thread_id);
+}
+
+static PyObject *
+loop_get_debug_attr(LoopObj *self, void *c)
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static int
+loop_set_debug_attr(LoopObj *self, PyObject *v, void *c)
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _debug");
+        return -1;
+    }
+    int b = PyObject_IsTrue(v);
+    if (b < 0) {
+        return -1;
+    }
+    self->debug = b;
+    return 0;
+}
+
+static PyObject *
+loop_get_stopping(LoopObj *self, void *c)
+{
+    return PyBool_FromLong(self->stopping);
+}
+
+static PyObject *
+loop_get_current_handle(LoopObj *self, void *c)
+{
+    return Py_NewRef(self->current_handle ? self->current_handle : Py_None);
+}
+
+/* ------------------------------------------------------------------------
+ * new / traverse / clear / dealloc
+ * ------------------------------------------------------------------------ */
+
+static PyObject *
+loop_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    LoopObj *self = (LoopObj *)tp->tp_alloc(tp, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->state = aioev_state_from_type(tp);
+    self->slow_callback_duration = 0.1;
+    self->clock_resolution = 1e-9;
+    {
+        struct timespec res;
+        if (clock_getres(CLOCK_MONOTONIC, &res) == 0) {
+            self->clock_resolution = res.tv_sec + res.tv_nsec * 1e-9;
+        }
+    }
+    if (loop_open(self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+loop_traverse(LoopObj *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    for (size_t i = 0; i < self->ready_len; i++) {
+        ready_item *it = &self->ready[(self->ready_head + i) % self->ready_cap];
+        Py_VISIT(it->a);
+        Py_VISIT(it->b);
+        Py_VISIT(it->c);
+    }
+    for (size_t i = 0; i < self->timers_len; i++) {
+        Py_VISIT(self->timers[i]);
+    }
+    Py_VISIT(self->current_handle);
+    Py_VISIT(self->task_factory);
+    return aioev_io_traverse(self, visit, arg);
+}
+
+static int
+loop_clear(LoopObj *self)
+{
+    ready_clear(self);
+    timers_clear(self);
+    aioev_io_close_all(self);
+    Py_CLEAR(self->current_handle);
+    Py_CLEAR(self->task_factory);
+    return 0;
+}
+
+static void
+loop_dealloc(LoopObj *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (tp->tp_weaklistoffset) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    loop_clear(self);
+    if (self->evloop != NULL) {
+        ev_async_stop(self->evloop, &self->wakeup);
+        ev_loop_destroy(self->evloop);
+        self->evloop = NULL;
+    }
+    PyMem_Free(self->ready);
+    PyMem_Free(self->timers);
+    PyMem_Free(self->fds);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------------------
+ * Method table, slots, spec
+ * ------------------------------------------------------------------------ */
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef loop_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, FASTKW,
+     call_soon_doc},
+    {"call_soon_threadsafe",
+     (PyCFunction)(void (*)(void))loop_call_soon_threadsafe, FASTKW,
+     call_soon_threadsafe_doc},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later, FASTKW,
+     call_later_doc},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, FASTKW,
+     call_at_doc},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     "Create a Future object attached to the loop."},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task, FASTKW,
+     create_task_doc},
+    {"set_task_factory", (PyCFunction)loop_set_task_factory, METH_O,
+     "Set a task factory that will be used by loop.create_task()."},
+    {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,
+     "Return a task factory, or None if the default one is in use."},
+    {"time", (PyCFunction)loop_time, METH_NOARGS,
+     "Return the time according to the loop's clock (time.monotonic())."},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS,
+     "Stop running the loop after the current iteration."},
+    {"is_running", (PyCFunction)loop_is_running, METH_NOARGS, NULL},
+    {"is_closed", (PyCFunction)loop_is_closed, METH_NOARGS, NULL},
+    {"get_debug", (PyCFunction)loop_get_debug_meth, METH_NOARGS, NULL},
+    {"_run", (PyCFunction)loop_run, METH_NOARGS, loop_run_doc},
+    {"_close", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
+    {"_check_closed", (PyCFunction)loop_check_closed_meth, METH_NOARGS,
+     NULL},
+    {"_check_thread", (PyCFunction)loop_check_thread_meth, METH_NOARGS,
+     NULL},
+    {"_timer_handle_cancelled", (PyCFunction)loop_timer_handle_cancelled,
+     METH_O, NULL},
+    {NULL, NULL}
+};
+
+static PyGetSetDef loop_getset[] = {
+    {"_debug", (getter)loop_get_debug_attr, (setter)loop_set_debug_attr,
+     NULL, NULL},
+    {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
+    {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
+    {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
+    {"_ready_count", (getter)loop_get_ready_count, NULL, NULL, NULL},
+    {"_timer_count", (getter)loop_get_timer_count, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyMemberDef loop_members[] = {
+    {"slow_callback_duration", T_DOUBLE,
+     offsetof(LoopObj, slow_callback_duration), 0, NULL},
+    {"_clock_resolution", T_DOUBLE, offsetof(LoopObj, clock_resolution), 0,
+     NULL},
+    {NULL}
+};
+
+static PyType_Slot loop_slots[] = {
+    {Py_tp_doc, "The libev-based core of aioev's event loop."},
+    {Py_tp_new, loop_new},
+    {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_clear},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_getset, loop_getset},
+    {Py_tp_members, loop_members},
+    {0, NULL},
+};
+
+static PyType_Spec loop_spec = {
+    .name = "aioev._core.Loop",
+    .basicsize = sizeof(LoopObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = loop_slots,
+};
+
+int
+aioev_loop_init_type(PyObject *mod, aioev_state *st)
+{
+    PyObject *methods = NULL;
+    st->LoopType = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &loop_spec,
+                                                            NULL);
+    if (st->LoopType == NULL) {
+        return -1;
+    }
+    /* add_reader & co. live in io.c */
+    for (PyMethodDef *m = aioev_io_methods; m->ml_name; m++) {
+        methods = PyDescr_NewMethod(st->LoopType, m);
+        if (methods == NULL
+            || PyObject_SetAttrString((PyObject *)st->LoopType, m->ml_name,
+                                      methods) < 0) {
+            Py_XDECREF(methods);
+            return -1;
+        }
+        Py_DECREF(methods);
+    }
+    return PyModule_AddType(mod, st->LoopType);
+}

@@ -1,0 +1,64 @@
+/* The Loop object's layout, shared by loop.c and io.c only: the rest of
+ * the module goes through the functions declared in module.h. */
+#ifndef AIOEV_LOOP_H
+#define AIOEV_LOOP_H
+
+#include "module.h"
+#include <ev.h>
+#include <sys/types.h>
+
+typedef struct {
+    int kind;
+    PyObject *a, *b, *c;
+} ready_item;
+
+/* One per watched fd: a single ev_io whose mask follows which of the
+ * reader and writer handles are set. */
+typedef struct {
+    ev_io io;
+    LoopObj *loop;             /* borrowed: the loop owns us */
+    HandleObj *reader;
+    HandleObj *writer;
+} io_entry;
+
+struct LoopObj {
+    PyObject_HEAD
+    struct ev_loop *evloop;
+    ev_async wakeup;           /* call_soon_threadsafe and stop() */
+    ev_timer timeout;          /* bounds one poll by the next timer */
+    PyThreadState *tstate;     /* saved while libev polls */
+    pid_t pid;                 /* ev_loop_fork when this changes */
+
+    ready_item *ready;         /* ring buffer */
+    size_t ready_cap;
+    size_t ready_head;
+    size_t ready_len;
+
+    TimerHandleObj **timers;   /* binary min-heap on (when, seq) */
+    size_t timers_len;
+    size_t timers_cap;
+    size_t timers_cancelled;
+    uint64_t timer_seq;
+
+    io_entry **fds;            /* indexed by fd */
+    int fds_cap;
+
+    PyObject *current_handle;
+    PyObject *task_factory;
+    aioev_state *state;        /* cached: subclasses make lookups slow */
+    double slow_callback_duration;
+    double clock_resolution;
+    unsigned long thread_id;   /* of run_forever; 0 when not running */
+    int running;
+    int stopping;
+    int closed;
+    int debug;
+    int polling_blocks;        /* release the GIL only if we may sleep */
+};
+
+/* io.c */
+int aioev_io_traverse(LoopObj *loop, visitproc visit, void *arg);
+void aioev_io_close_all(LoopObj *loop);
+extern PyMethodDef aioev_io_methods[];
+
+#endif /* AIOEV_LOOP_H */

@@ -1,0 +1,177 @@
+/* aioev._core: module state, type registration and PEP 489 init. */
+#include "module.h"
+
+/* Looks up module.attr, e.g. ("asyncio.tasks", "_enter_task"). */
+static PyObject *
+import_attr(const char *module, const char *attr)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_GetAttrString(mod, attr);
+    Py_DECREF(mod);
+    return obj;
+}
+
+/* ------------------------------------------------------------------------
+ * traverse / clear / free / exec
+ * ------------------------------------------------------------------------ */
+
+static int
+module_traverse(PyObject *mod, visitproc visit, void *arg)
+{
+    aioev_state *st = aioev_get_state(mod);
+    Py_VISIT(st->LoopType);
+    Py_VISIT(st->HandleType);
+    Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->FutureType);
+    Py_VISIT(st->FutureIterType);
+    Py_VISIT(st->TaskType);
+    Py_VISIT(st->TaskStepType);
+    Py_VISIT(st->CancelledError);
+    Py_VISIT(st->InvalidStateError);
+    Py_VISIT(st->get_event_loop);
+    Py_VISIT(st->iscoroutine);
+    Py_VISIT(st->register_task);
+    Py_VISIT(st->enter_task);
+    Py_VISIT(st->leave_task);
+    Py_VISIT(st->extract_stack);
+    Py_VISIT(st->task_get_stack);
+    Py_VISIT(st->task_print_stack);
+    Py_VISIT(st->logger);
+    Py_VISIT(st->inspect_isgenerator);
+    Py_VISIT(st->future_repr);
+    Py_VISIT(st->task_repr);
+    Py_VISIT(st->handle_repr);
+    Py_VISIT(st->report_error);
+    Py_VISIT(st->empty_tuple);
+    return 0;
+}
+
+static int
+module_clear(PyObject *mod)
+{
+    aioev_state *st = aioev_get_state(mod);
+    Py_CLEAR(st->LoopType);
+    Py_CLEAR(st->HandleType);
+    Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->FutureType);
+    Py_CLEAR(st->FutureIterType);
+    Py_CLEAR(st->TaskType);
+    Py_CLEAR(st->TaskStepType);
+    Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->InvalidStateError);
+    Py_CLEAR(st->get_event_loop);
+    Py_CLEAR(st->iscoroutine);
+    Py_CLEAR(st->register_task);
+    Py_CLEAR(st->enter_task);
+    Py_CLEAR(st->leave_task);
+    Py_CLEAR(st->extract_stack);
+    Py_CLEAR(st->task_get_stack);
+    Py_CLEAR(st->task_print_stack);
+    Py_CLEAR(st->logger);
+    Py_CLEAR(st->inspect_isgenerator);
+    Py_CLEAR(st->future_repr);
+    Py_CLEAR(st->task_repr);
+    Py_CLEAR(st->handle_repr);
+    Py_CLEAR(st->report_error);
+    Py_CLEAR(st->empty_tuple);
+    return 0;
+}
+
+static void
+module_free(void *mod)
+{
+    module_clear((PyObject *)mod);
+}
+
+static int
+module_exec(PyObject *mod)
+{
+    aioev_state *st = aioev_get_state(mod);
+    static const struct {
+        size_t offset;
+        const char *module;
+        const char *attr;
+    } imports[] = {
+        {offsetof(aioev_state, CancelledError), "asyncio", "CancelledError"},
+        {offsetof(aioev_state, InvalidStateError), "asyncio",
+         "InvalidStateError"},
+        {offsetof(aioev_state, get_event_loop), "asyncio.events",
+         "get_event_loop"},
+        {offsetof(aioev_state, iscoroutine), "asyncio.coroutines",
+         "iscoroutine"},
+        {offsetof(aioev_state, register_task), "asyncio.tasks",
+         "_register_task"},
+        {offsetof(aioev_state, enter_task), "asyncio.tasks", "_enter_task"},
+        {offsetof(aioev_state, leave_task), "asyncio.tasks", "_leave_task"},
+        {offsetof(aioev_state, extract_stack), "asyncio.format_helpers",
+         "extract_stack"},
+        {offsetof(aioev_state, task_get_stack), "asyncio.base_tasks",
+         "_task_get_stack"},
+        {offsetof(aioev_state, task_print_stack), "asyncio.base_tasks",
+         "_task_print_stack"},
+        {offsetof(aioev_state, logger), "asyncio.log", "logger"},
+        {offsetof(aioev_state, inspect_isgenerator), "inspect",
+         "isgenerator"},
+        {offsetof(aioev_state, future_repr), "aioev._helpers",
+         "future_repr"},
+        {offsetof(aioev_state, task_repr), "aioev._helpers", "task_repr"},
+        {offsetof(aioev_state, handle_repr), "aioev._helpers",
+         "handle_repr"},
+        {offsetof(aioev_state, report_error), "aioev._helpers",
+         "report_callback_error"},
+    };
+
+    for (size_t i = 0; i < sizeof(imports) / sizeof(imports[0]); i++) {
+        PyObject **slot = (PyObject **)((char *)st + imports[i].offset);
+        *slot = import_attr(imports[i].module, imports[i].attr);
+        if (*slot == NULL) {
+            return -1;
+        }
+    }
+    st->empty_tuple = PyTuple_New(0);
+    if (st->empty_tuple == NULL) {
+        return -1;
+    }
+    if (aioev_handle_init_types(mod, st) < 0
+        || aioev_future_init_types(mod, st) < 0
+        || aioev_task_init_types(mod, st) < 0
+        || aioev_loop_init_type(mod, st) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * slots / def / PyInit
+ * ------------------------------------------------------------------------ */
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc, "aioev's native core: the libev loop, Future, "
+             "Task and handles.");
+
+PyModuleDef aioev_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aioev._core",
+    .m_doc = module_doc,
+    .m_size = sizeof(aioev_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&aioev_module_def);
+}

@@ -1,0 +1,278 @@
+/* Shared declarations of aioev._core: module state and the small internal
+ * interfaces each concept exposes to the others. */
+#ifndef AIOEV_MODULE_H
+#define AIOEV_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define AIOEV_PY312 1
+#endif
+#if PY_VERSION_HEX >= 0x030B0000
+#define AIOEV_PY311 1
+#endif
+
+/* 3.10 and 3.11 lack the single-object exception API; the fallbacks keep
+ * one spelling in the sources. */
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *
+PyErr_GetRaisedException(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static inline void
+PyErr_SetRaisedException(PyObject *exc)
+{
+    if (exc == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
+                  PyException_GetTraceback(exc));
+}
+#endif
+
+/* getattr(obj, name, None) without the AttributeError: 1 found, 0 not,
+ * -1 error (PyObject_GetOptionalAttrString is 3.13+). */
+static inline int
+aioev_getattr_opt(PyObject *obj, const char *name, PyObject **out)
+{
+    *out = PyObject_GetAttrString(obj, name);
+    if (*out != NULL) {
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+static inline int
+aioev_str_eq(PyObject *str, const char *ascii)
+{
+    return PyUnicode_Check(str)
+        && PyUnicode_CompareWithASCIIString(str, ascii) == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Module state
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyTypeObject *LoopType;
+    PyTypeObject *HandleType;
+    PyTypeObject *TimerHandleType;
+    PyTypeObject *FutureType;
+    PyTypeObject *FutureIterType;
+    PyTypeObject *TaskType;
+    PyTypeObject *TaskStepType;
+
+    /* asyncio objects looked up once at import */
+    PyObject *CancelledError;
+    PyObject *InvalidStateError;
+    PyObject *get_event_loop;      /* asyncio.events.get_event_loop */
+    PyObject *iscoroutine;         /* asyncio.coroutines.iscoroutine */
+    PyObject *register_task;       /* asyncio.tasks._register_task */
+    PyObject *enter_task;          /* asyncio.tasks._enter_task */
+    PyObject *leave_task;          /* asyncio.tasks._leave_task */
+    PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
+    PyObject *task_get_stack;      /* asyncio.base_tasks._task_get_stack */
+    PyObject *task_print_stack;    /* asyncio.base_tasks._task_print_stack */
+    PyObject *logger;              /* asyncio.log.logger */
+    PyObject *inspect_isgenerator;
+
+    /* aioev._helpers: slow paths written in Python */
+    PyObject *future_repr;
+    PyObject *task_repr;
+    PyObject *handle_repr;
+    PyObject *report_error;
+
+    PyObject *empty_tuple;
+    uint64_t task_name_counter;
+} aioev_state;
+
+extern PyModuleDef aioev_module_def;
+
+static inline aioev_state *
+aioev_get_state(PyObject *mod)
+{
+    return (aioev_state *)PyModule_GetState(mod);
+}
+
+/* Module state from a (sub)instance of one of our heap types. */
+static inline aioev_state *
+aioev_state_from_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &aioev_module_def);
+    assert(mod != NULL);
+    return aioev_get_state(mod);
+}
+
+#define AIOEV_STATE(obj) aioev_state_from_type(Py_TYPE(obj))
+
+/* ------------------------------------------------------------------------
+ * Handle (handle.c)
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *callback;
+    PyObject *args;            /* tuple */
+    PyObject *context;
+    PyObject *loop;
+    PyObject *source_tb;
+    PyObject *repr_cache;
+    PyObject *weakreflist;
+    int cancelled;
+} HandleObj;
+
+typedef struct {
+    HandleObj base;
+    double when;
+    uint64_t seq;              /* ties on `when` run in call_at order */
+    Py_ssize_t heap_index;     /* -1 when not in the loop's heap */
+    int scheduled;
+} TimerHandleObj;
+
+int aioev_handle_init_types(PyObject *mod, aioev_state *st);
+HandleObj *aioev_handle_new(aioev_state *st, PyTypeObject *tp,
+                            PyObject *loop, PyObject *callback,
+                            PyObject *args, PyObject *context);
+/* Runs the callback in its context. Returns 0, or -1 with
+ * KeyboardInterrupt/SystemExit set; other errors go to the loop's
+ * exception handler. */
+int aioev_handle_run(HandleObj *h);
+
+/* ------------------------------------------------------------------------
+ * Loop (loop.c)
+ * ------------------------------------------------------------------------ */
+
+enum {
+    READY_HANDLE,       /* a: Handle */
+    READY_TASK_STEP,    /* a: Task, b: exception or NULL */
+    READY_TASK_WAKEUP,  /* a: Task, b: the future it waited on */
+    READY_FUT_CALLBACK, /* a: callback, b: future, c: context */
+};
+
+typedef struct LoopObj LoopObj;
+
+int aioev_loop_init_type(PyObject *mod, aioev_state *st);
+int aioev_is_loop(aioev_state *st, PyObject *obj);
+/* Queue work; steals no references (takes new ones). -1 if closed. */
+int aioev_loop_enqueue(LoopObj *loop, int kind, PyObject *a, PyObject *b,
+                       PyObject *c);
+int aioev_loop_check_closed(LoopObj *loop);
+int aioev_loop_get_debug(LoopObj *loop);
+void aioev_loop_timer_cancelled(LoopObj *loop, TimerHandleObj *t);
+/* Report an error of a callback to loop.call_exception_handler. */
+void aioev_report_callback_error(aioev_state *st, PyObject *loop,
+                                 PyObject *handle, PyObject *callback,
+                                 PyObject *args);
+
+/* ------------------------------------------------------------------------
+ * Future and Task (future.c, task.c)
+ * ------------------------------------------------------------------------ */
+
+typedef enum {
+    STATE_PENDING,
+    STATE_CANCELLED,
+    STATE_FINISHED
+} fut_state;
+
+#define FutureObj_HEAD(prefix)                                      \
+    PyObject_HEAD                                                   \
+    PyObject *prefix##_loop;                                        \
+    PyObject *prefix##_callback0;                                   \
+    PyObject *prefix##_context0;                                    \
+    PyObject *prefix##_callbacks;                                   \
+    PyObject *prefix##_exception;                                   \
+    PyObject *prefix##_exception_tb;                                \
+    PyObject *prefix##_result;                                      \
+    PyObject *prefix##_source_tb;                                   \
+    PyObject *prefix##_cancel_msg;                                  \
+    PyObject *prefix##_cancelled_exc;                               \
+    PyObject *prefix##_weakreflist;                                 \
+    PyObject *dict;                                                 \
+    fut_state prefix##_state;                                       \
+    int prefix##_log_tb;                                            \
+    int prefix##_blocking;                                          \
+    int prefix##_native_loop;
+
+typedef struct {
+    FutureObj_HEAD(fut)
+} FutureObj;
+
+typedef struct {
+    FutureObj_HEAD(task)
+    PyObject *task_fut_waiter;
+    PyObject *task_coro;
+    PyObject *task_name;       /* NULL until asked: "Task-<n>" */
+    PyObject *task_context;
+    uint64_t task_name_num;
+    int task_must_cancel;
+    int task_log_destroy_pending;
+    int task_num_cancels_requested;
+} TaskObj;
+
+int aioev_future_init_types(PyObject *mod, aioev_state *st);
+int aioev_task_init_types(PyObject *mod, aioev_state *st);
+
+/* Internal Future API used by Task (future.c). */
+int aioev_future_init(FutureObj *fut, PyObject *loop);
+int aioev_future_add_callback(aioev_state *st, FutureObj *fut,
+                              PyObject *cb, PyObject *ctx);
+int aioev_future_cancel(aioev_state *st, FutureObj *fut, PyObject *msg);
+PyObject *aioev_future_set_result(aioev_state *st, FutureObj *fut,
+                                  PyObject *res);
+PyObject *aioev_future_set_exception(aioev_state *st, FutureObj *fut,
+                                     PyObject *exc);
+PyObject *aioev_future_make_cancelled_error(aioev_state *st,
+                                            FutureObj *fut);
+/* -1 error, 0 no result (exception set in *exc), 1 result in *res */
+int aioev_future_get_result(aioev_state *st, FutureObj *fut,
+                            PyObject **res);
+int aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg);
+int aioev_future_clear(FutureObj *fut);
+void aioev_future_finalize(PyObject *fut);
+extern PyMethodDef aioev_future_methods[];
+extern PyGetSetDef aioev_future_getset[];
+
+static inline int
+aioev_future_check(aioev_state *st, PyObject *obj)
+{
+    return Py_IS_TYPE(obj, st->FutureType) || Py_IS_TYPE(obj, st->TaskType)
+        || PyObject_TypeCheck(obj, st->FutureType);
+}
+
+static inline int
+aioev_task_check(aioev_state *st, PyObject *obj)
+{
+    return Py_IS_TYPE(obj, st->TaskType)
+        || PyObject_TypeCheck(obj, st->TaskType);
+}
+
+/* Task stepping, called by the loop's ready queue (task.c). Both return 0
+ * or -1 with an exception the loop should report or propagate. */
+int aioev_task_step(aioev_state *st, TaskObj *task, PyObject *exc);
+int aioev_task_wakeup(aioev_state *st, TaskObj *task, PyObject *fut);
+/* Create a Task as loop.create_task does without a factory. */
+PyObject *aioev_task_new(aioev_state *st, PyObject *coro, PyObject *loop,
+                         PyObject *name, PyObject *context);
+
+#endif /* AIOEV_MODULE_H */
