@@ -52,7 +52,8 @@ def extension():
     include_dirs, library_dirs = find_libev()
     cflags = ["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra",
               "-Wno-unused-parameter", "-Wno-missing-field-initializers",
-              "-Wno-cast-function-type"]
+              "-Wno-cast-function-type",
+              "-Werror=implicit-function-declaration"]
     ldflags = []
     undef = []
     if os.environ.get("AIOEV_DEBUG"):

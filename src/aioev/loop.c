@@ -303,6 +303,12 @@ aioev_loop_get_debug(LoopObj *self)
 }
 
 int
+aioev_loop_is_running(LoopObj *self)
+{
+    return self->running;
+}
+
+int
 aioev_loop_check_closed(LoopObj *self)
 {
     if (self->closed) {
@@ -370,11 +376,28 @@ run_item(LoopObj *self, ready_item *it)
         }
         return rc;
     case READY_TASK_STEP:
-        rc = aioev_task_step(st, (TaskObj *)it->a, it->b);
+    case READY_TASK_WAKEUP: {
+        /* A step runs in the task's context, as call_soon(step,
+         * context=task_context) would run it. */
+        TaskObj *task = (TaskObj *)it->a;
+        PyObject *ctx = Py_NewRef(task->task_context);
+        if (PyContext_Enter(ctx) < 0) {
+            Py_DECREF(ctx);
+            rc = -1;
+            break;
+        }
+        if (it->kind == READY_TASK_STEP) {
+            rc = aioev_task_step(st, task, it->b);
+        }
+        else {
+            rc = aioev_task_wakeup(st, task, it->b);
+        }
+        if (PyContext_Exit(ctx) < 0) {
+            rc = -1;
+        }
+        Py_DECREF(ctx);
         break;
-    case READY_TASK_WAKEUP:
-        rc = aioev_task_wakeup(st, (TaskObj *)it->a, it->b);
-        break;
+    }
     case READY_FUT_CALLBACK:
         if (PyContext_Enter(it->c) < 0) {
             rc = -1;

@@ -36,6 +36,9 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->register_task);
     Py_VISIT(st->enter_task);
     Py_VISIT(st->leave_task);
+    Py_VISIT(st->swap_current_task);
+    Py_VISIT(st->register_eager_task);
+    Py_VISIT(st->unregister_eager_task);
     Py_VISIT(st->extract_stack);
     Py_VISIT(st->task_get_stack);
     Py_VISIT(st->task_print_stack);
@@ -67,6 +70,9 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->register_task);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);
+    Py_CLEAR(st->swap_current_task);
+    Py_CLEAR(st->register_eager_task);
+    Py_CLEAR(st->unregister_eager_task);
     Py_CLEAR(st->extract_stack);
     Py_CLEAR(st->task_get_stack);
     Py_CLEAR(st->task_print_stack);
@@ -106,6 +112,14 @@ module_exec(PyObject *mod)
          "_register_task"},
         {offsetof(aioev_state, enter_task), "asyncio.tasks", "_enter_task"},
         {offsetof(aioev_state, leave_task), "asyncio.tasks", "_leave_task"},
+#ifdef AIOEV_PY312
+        {offsetof(aioev_state, swap_current_task), "asyncio.tasks",
+         "_swap_current_task"},
+        {offsetof(aioev_state, register_eager_task), "asyncio.tasks",
+         "_register_eager_task"},
+        {offsetof(aioev_state, unregister_eager_task), "asyncio.tasks",
+         "_unregister_eager_task"},
+#endif
         {offsetof(aioev_state, extract_stack), "asyncio.format_helpers",
          "extract_stack"},
         {offsetof(aioev_state, task_get_stack), "asyncio.base_tasks",

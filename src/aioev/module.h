@@ -91,6 +91,9 @@ typedef struct {
     PyObject *register_task;       /* asyncio.tasks._register_task */
     PyObject *enter_task;          /* asyncio.tasks._enter_task */
     PyObject *leave_task;          /* asyncio.tasks._leave_task */
+    PyObject *swap_current_task;   /* 3.12+ eager tasks, else NULL */
+    PyObject *register_eager_task;
+    PyObject *unregister_eager_task;
     PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
     PyObject *task_get_stack;      /* asyncio.base_tasks._task_get_stack */
     PyObject *task_print_stack;    /* asyncio.base_tasks._task_print_stack */
@@ -114,6 +117,34 @@ aioev_get_state(PyObject *mod)
 {
     return (aioev_state *)PyModule_GetState(mod);
 }
+
+#if PY_VERSION_HEX < 0x030B0000
+/* 3.10 does not export PyType_GetModuleByDef: walk the MRO ourselves. */
+static inline PyObject *
+aioev_type_module(PyTypeObject *tp, PyModuleDef *def)
+{
+    PyObject *mro = tp->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+            continue;
+        }
+        PyObject *mod = ((PyHeapTypeObject *)t)->ht_module;
+        if (mod != NULL && PyModule_GetDef(mod) == def) {
+            return mod;
+        }
+    }
+    return NULL;
+}
+#define PyType_GetModuleByDef aioev_type_module
+
+static inline PyObject *
+PyType_GetName(PyTypeObject *tp)
+{
+    const char *s = strrchr(tp->tp_name, '.');
+    return PyUnicode_FromString(s ? s + 1 : tp->tp_name);
+}
+#endif
 
 /* Module state from a (sub)instance of one of our heap types. */
 static inline aioev_state *
@@ -179,6 +210,7 @@ int aioev_loop_enqueue(LoopObj *loop, int kind, PyObject *a, PyObject *b,
                        PyObject *c);
 int aioev_loop_check_closed(LoopObj *loop);
 int aioev_loop_get_debug(LoopObj *loop);
+int aioev_loop_is_running(LoopObj *loop);
 void aioev_loop_timer_cancelled(LoopObj *loop, TimerHandleObj *t);
 /* Report an error of a callback to loop.call_exception_handler. */
 void aioev_report_callback_error(aioev_state *st, PyObject *loop,

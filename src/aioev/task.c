@@ -434,8 +434,80 @@ is_coroutine(aioev_state *st, PyObject *coro)
 }
 
 static int
+call_one(PyObject *func, PyObject *arg)
+{
+    PyObject *r = PyObject_CallOneArg(func, arg);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+#ifdef AIOEV_PY312
+static int
+loop_is_running(PyObject *loop)
+{
+    PyObject *r = PyObject_CallMethod(loop, "is_running", NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int b = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return b;
+}
+
+/* 3.12's eager start: the first step runs now, inside the caller, with
+ * the task swapped in as the current one. */
+static int
+task_eager_start(aioev_state *st, TaskObj *task)
+{
+    PyObject *args[2] = {task->task_loop, (PyObject *)task};
+    PyObject *prev = PyObject_Vectorcall(st->swap_current_task, args, 2,
+                                         NULL);
+    int rc = -1;
+    if (prev == NULL) {
+        return -1;
+    }
+    if (call_one(st->register_eager_task, (PyObject *)task) == 0) {
+        if (PyContext_Enter(task->task_context) == 0) {
+            rc = task_step_impl(st, task, NULL);
+            if (PyContext_Exit(task->task_context) < 0) {
+                rc = -1;
+            }
+        }
+        PyObject *err = PyErr_GetRaisedException();
+        if (call_one(st->unregister_eager_task, (PyObject *)task) < 0) {
+            PyErr_WriteUnraisable((PyObject *)task);
+        }
+        PyErr_SetRaisedException(err);
+    }
+    PyObject *err = PyErr_GetRaisedException();
+    args[1] = prev;
+    PyObject *cur = PyObject_Vectorcall(st->swap_current_task, args, 2,
+                                        NULL);
+    Py_DECREF(prev);
+    if (cur == NULL) {
+        PyErr_WriteUnraisable((PyObject *)task);
+    }
+    Py_XDECREF(cur);
+    if (task->task_state != STATE_PENDING) {
+        Py_CLEAR(task->task_coro);
+    }
+    else if (call_one(st->register_task, (PyObject *)task) < 0) {
+        if (err == NULL) {
+            return -1;
+        }
+        PyErr_WriteUnraisable((PyObject *)task);
+    }
+    PyErr_SetRaisedException(err);
+    return rc;
+}
+#endif
+
+static int
 task_setup(aioev_state *st, TaskObj *task, PyObject *coro, PyObject *loop,
-           PyObject *name, PyObject *context)
+           PyObject *name, PyObject *context, int eager)
 {
     if (aioev_future_init((FutureObj *)task, loop) < 0) {
         return -1;
@@ -474,15 +546,23 @@ task_setup(aioev_state *st, TaskObj *task, PyObject *coro, PyObject *loop,
     task->task_must_cancel = 0;
     task->task_log_destroy_pending = 1;
     task->task_num_cancels_requested = 0;
+#ifdef AIOEV_PY312
+    if (eager) {
+        int running = task->task_native_loop
+                          ? aioev_loop_is_running((LoopObj *)task->task_loop)
+                          : loop_is_running(task->task_loop);
+        if (running < 0) {
+            return -1;
+        }
+        if (running) {
+            return task_eager_start(st, task);
+        }
+    }
+#endif
     if (task_schedule_step(st, task, NULL) < 0) {
         return -1;
     }
-    PyObject *r = PyObject_CallOneArg(st->register_task, (PyObject *)task);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
+    return call_one(st->register_task, (PyObject *)task);
 }
 
 PyObject *
@@ -496,7 +576,7 @@ aioev_task_new(aioev_state *st, PyObject *coro, PyObject *loop,
     memset((char *)task + sizeof(PyObject), 0,
            sizeof(TaskObj) - sizeof(PyObject));
     PyObject_GC_Track(task);
-    if (task_setup(st, task, coro, loop, name, context) < 0) {
+    if (task_setup(st, task, coro, loop, name, context, 0) < 0) {
         Py_DECREF(task);
         return NULL;
     }
@@ -515,7 +595,15 @@ task_init_slot(TaskObj *task, PyObject *args, PyObject *kwds)
                                      &eager)) {
         return -1;
     }
-    return task_setup(AIOEV_STATE(task), task, coro, loop, name, context);
+#ifndef AIOEV_PY312
+    if (eager) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Task(eager_start=True) needs Python 3.12 or newer");
+        return -1;
+    }
+#endif
+    return task_setup(AIOEV_STATE(task), task, coro, loop, name, context,
+                      eager);
 }
 
 /* ------------------------------------------------------------------------
