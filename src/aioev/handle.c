@@ -28,8 +28,6 @@ aioev_handle_new(aioev_state *st, PyTypeObject *tp, PyObject *loop,
     if (tp == st->TimerHandleType) {
         TimerHandleObj *t = (TimerHandleObj *)h;
         t->when = 0.0;
-        t->seq = 0;
-        t->heap_index = -1;
         t->scheduled = 0;
     }
     PyObject_GC_Track(h);

@@ -34,7 +34,7 @@ ready_grow(LoopObj *self)
         return -1;
     }
     for (size_t i = 0; i < self->ready_len; i++) {
-        items[i] = self->ready[(self->ready_head + i) % self->ready_cap];
+        items[i] = self->ready[(self->ready_head + i) & (self->ready_cap - 1)];
     }
     PyMem_Free(self->ready);
     self->ready = items;
@@ -51,7 +51,8 @@ aioev_loop_enqueue(LoopObj *self, int kind, PyObject *a, PyObject *b,
         return -1;
     }
     ready_item *it =
-        &self->ready[(self->ready_head + self->ready_len) % self->ready_cap];
+        &self->ready[(self->ready_head + self->ready_len)
+                     & (self->ready_cap - 1)];
     it->kind = kind;
     it->a = Py_NewRef(a);
     it->b = Py_XNewRef(b);
@@ -64,7 +65,7 @@ static void
 ready_pop(LoopObj *self, ready_item *out)
 {
     *out = self->ready[self->ready_head];
-    self->ready_head = (self->ready_head + 1) % self->ready_cap;
+    self->ready_head = (self->ready_head + 1) & (self->ready_cap - 1);
     self->ready_len--;
 }
 
@@ -86,37 +87,30 @@ ready_clear(LoopObj *self)
  * ------------------------------------------------------------------------ */
 
 static inline int
-timer_less(TimerHandleObj *x, TimerHandleObj *y)
+timer_less(const timer_entry *x, const timer_entry *y)
 {
     return x->when < y->when || (x->when == y->when && x->seq < y->seq);
 }
 
 static void
-heap_set(LoopObj *self, size_t i, TimerHandleObj *t)
-{
-    self->timers[i] = t;
-    t->heap_index = (Py_ssize_t)i;
-}
-
-static void
 heap_up(LoopObj *self, size_t i)
 {
-    TimerHandleObj *t = self->timers[i];
+    timer_entry e = self->timers[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!timer_less(t, self->timers[parent])) {
+        if (!timer_less(&e, &self->timers[parent])) {
             break;
         }
-        heap_set(self, i, self->timers[parent]);
+        self->timers[i] = self->timers[parent];
         i = parent;
     }
-    heap_set(self, i, t);
+    self->timers[i] = e;
 }
 
 static void
 heap_down(LoopObj *self, size_t i)
 {
-    TimerHandleObj *t = self->timers[i];
+    timer_entry e = self->timers[i];
     size_t n = self->timers_len;
     for (;;) {
         size_t child = 2 * i + 1;
@@ -124,16 +118,16 @@ heap_down(LoopObj *self, size_t i)
             break;
         }
         if (child + 1 < n
-            && timer_less(self->timers[child + 1], self->timers[child])) {
+            && timer_less(&self->timers[child + 1], &self->timers[child])) {
             child++;
         }
-        if (!timer_less(self->timers[child], t)) {
+        if (!timer_less(&self->timers[child], &e)) {
             break;
         }
-        heap_set(self, i, self->timers[child]);
+        self->timers[i] = self->timers[child];
         i = child;
     }
-    heap_set(self, i, t);
+    self->timers[i] = e;
 }
 
 static int
@@ -141,8 +135,8 @@ heap_push(LoopObj *self, TimerHandleObj *t)
 {
     if (self->timers_len == self->timers_cap) {
         size_t cap = self->timers_cap ? self->timers_cap * 2 : 64;
-        TimerHandleObj **p =
-            PyMem_Realloc(self->timers, cap * sizeof(TimerHandleObj *));
+        timer_entry *p = PyMem_Realloc(self->timers,
+                                       cap * sizeof(timer_entry));
         if (p == NULL) {
             PyErr_NoMemory();
             return -1;
@@ -150,10 +144,11 @@ heap_push(LoopObj *self, TimerHandleObj *t)
         self->timers = p;
         self->timers_cap = cap;
     }
-    Py_INCREF(t);
-    t->seq = self->timer_seq++;
+    timer_entry *e = &self->timers[self->timers_len++];
+    e->when = t->when;
+    e->seq = self->timer_seq++;
+    e->handle = (TimerHandleObj *)Py_NewRef(t);
     t->scheduled = 1;
-    self->timers[self->timers_len++] = t;
     heap_up(self, self->timers_len - 1);
     return 0;
 }
@@ -162,13 +157,12 @@ heap_push(LoopObj *self, TimerHandleObj *t)
 static TimerHandleObj *
 heap_pop(LoopObj *self)
 {
-    TimerHandleObj *top = self->timers[0];
+    TimerHandleObj *top = self->timers[0].handle;
     self->timers_len--;
     if (self->timers_len) {
-        heap_set(self, 0, self->timers[self->timers_len]);
+        self->timers[0] = self->timers[self->timers_len];
         heap_down(self, 0);
     }
-    top->heap_index = -1;
     top->scheduled = 0;
     return top;
 }
@@ -182,29 +176,23 @@ timers_purge(LoopObj *self)
         && self->timers_cancelled * 2 > self->timers_len) {
         size_t j = 0;
         for (size_t i = 0; i < self->timers_len; i++) {
-            TimerHandleObj *t = self->timers[i];
+            TimerHandleObj *t = self->timers[i].handle;
             if (t->base.cancelled) {
                 t->scheduled = 0;
-                t->heap_index = -1;
                 Py_DECREF(t);
             }
             else {
-                self->timers[j++] = t;
+                self->timers[j++] = self->timers[i];
             }
         }
         self->timers_len = j;
         self->timers_cancelled = 0;
-        for (size_t i = j / 2 + 1; i-- > 0;) {
-            if (i < j) {
-                heap_down(self, i);
-            }
-        }
-        for (size_t i = 0; i < j; i++) {
-            self->timers[i]->heap_index = (Py_ssize_t)i;
+        for (size_t i = j / 2; i-- > 0;) {
+            heap_down(self, i);
         }
         return;
     }
-    while (self->timers_len && self->timers[0]->base.cancelled) {
+    while (self->timers_len && self->timers[0].handle->base.cancelled) {
         TimerHandleObj *t = heap_pop(self);
         self->timers_cancelled--;
         Py_DECREF(t);
@@ -471,7 +459,7 @@ run_once(LoopObj *self)
         flags = EVRUN_NOWAIT;
     }
     else if (self->timers_len) {
-        double delay = self->timers[0]->when - monotonic_now();
+        double delay = self->timers[0].when - monotonic_now();
         if (delay <= 0) {
             flags = EVRUN_NOWAIT;
         }
@@ -497,7 +485,7 @@ run_once(LoopObj *self)
     }
 
     double end = monotonic_now() + self->clock_resolution;
-    while (self->timers_len && self->timers[0]->when < end) {
+    while (self->timers_len && self->timers[0].when < end) {
         TimerHandleObj *t = heap_pop(self);
         if (t->base.cancelled) {
             self->timers_cancelled--;
@@ -1106,13 +1094,14 @@ loop_traverse(LoopObj *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     for (size_t i = 0; i < self->ready_len; i++) {
-        ready_item *it = &self->ready[(self->ready_head + i) % self->ready_cap];
+        ready_item *it =
+            &self->ready[(self->ready_head + i) & (self->ready_cap - 1)];
         Py_VISIT(it->a);
         Py_VISIT(it->b);
         Py_VISIT(it->c);
     }
     for (size_t i = 0; i < self->timers_len; i++) {
-        Py_VISIT(self->timers[i]);
+        Py_VISIT(self->timers[i].handle);
     }
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);

@@ -12,6 +12,13 @@ typedef struct {
     PyObject *a, *b, *c;
 } ready_item;
 
+/* Heap keys are copied in so sifting does not touch the handles. */
+typedef struct {
+    double when;
+    uint64_t seq;
+    TimerHandleObj *handle;
+} timer_entry;
+
 /* One per watched fd: a single ev_io whose mask follows which of the
  * reader and writer handles are set. */
 typedef struct {
@@ -30,11 +37,11 @@ struct LoopObj {
     pid_t pid;                 /* ev_loop_fork when this changes */
 
     ready_item *ready;         /* ring buffer */
-    size_t ready_cap;
+    size_t ready_cap;          /* a power of two */
     size_t ready_head;
     size_t ready_len;
 
-    TimerHandleObj **timers;   /* binary min-heap on (when, seq) */
+    timer_entry *timers;       /* binary min-heap on (when, seq) */
     size_t timers_len;
     size_t timers_cap;
     size_t timers_cancelled;

@@ -176,9 +176,7 @@ typedef struct {
 typedef struct {
     HandleObj base;
     double when;
-    uint64_t seq;              /* ties on `when` run in call_at order */
-    Py_ssize_t heap_index;     /* -1 when not in the loop's heap */
-    int scheduled;
+    int scheduled;             /* in the loop's timer heap */
 } TimerHandleObj;
 
 int aioev_handle_init_types(PyObject *mod, aioev_state *st);
