@@ -108,6 +108,7 @@ io_get(LoopObj *loop, int fd, int create)
     e->loop = loop;
     ev_io_init(&e->io, io_cb, fd, 0);
     loop->fds[fd] = e;
+    loop->fds_count++;
     return e;
 }
 
@@ -123,6 +124,7 @@ io_update(LoopObj *loop, int fd, io_entry *e)
     }
     if (events == 0) {
         loop->fds[fd] = NULL;
+        loop->fds_count--;
         PyMem_Free(e);
         return;
     }
@@ -173,6 +175,7 @@ aioev_io_close_all(LoopObj *loop)
             continue;
         }
         loop->fds[fd] = NULL;
+        loop->fds_count--;
         if (loop->evloop != NULL && ev_is_active(&e->io)) {
             ev_io_stop(loop->evloop, &e->io);
         }

@@ -475,7 +475,12 @@ run_once(LoopObj *self)
     else {
         self->polling_blocks = 1;
     }
-    ev_run(self->evloop, flags);
+    /* A non-blocking poll can only report fd events: without watched fds
+     * there is nothing to learn (call_soon_threadsafe queues directly),
+     * so the syscall is skipped. */
+    if (flags == EVRUN_ONCE || self->fds_count) {
+        ev_run(self->evloop, flags);
+    }
     self->polling_blocks = 0;
     if (ev_is_active(&self->timeout)) {
         ev_timer_stop(self->evloop, &self->timeout);
@@ -484,7 +489,8 @@ run_once(LoopObj *self)
         return -1;
     }
 
-    double end = monotonic_now() + self->clock_resolution;
+    double end = self->timers_len ? monotonic_now() + self->clock_resolution
+                                  : 0.0;
     while (self->timers_len && self->timers[0].when < end) {
         TimerHandleObj *t = heap_pop(self);
         if (t->base.cancelled) {

@@ -49,6 +49,7 @@ struct LoopObj {
 
     io_entry **fds;            /* indexed by fd */
     int fds_cap;
+    int fds_count;             /* entries in use */
 
     PyObject *current_handle;
     PyObject *task_factory;
