@@ -61,6 +61,10 @@ def install():
 def run(main, *, debug=None):
     """Run coroutine main on a new aioev loop and return its result,
     as asyncio.run() does."""
+    if _asyncio.events._get_running_loop() is not None:
+        # Checked before a Runner exists, as asyncio.run does.
+        raise RuntimeError(
+            "aioev.run() cannot be called from a running event loop")
     if hasattr(_asyncio, "Runner"):
         with _asyncio.Runner(debug=debug, loop_factory=new_event_loop) as r:
             return r.run(main)
@@ -70,9 +74,6 @@ def run(main, *, debug=None):
 def _run_310(main, debug):
     # Python 3.10 has no asyncio.Runner: this is asyncio.run on our loop.
     from asyncio import coroutines, events
-    if events._get_running_loop() is not None:
-        raise RuntimeError(
-            "asyncio.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

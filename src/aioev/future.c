@@ -47,7 +47,7 @@ future_call_soon(aioev_state *st, FutureObj *fut, PyObject *cb,
 {
     if (fut->fut_native_loop) {
         LoopObj *loop = (LoopObj *)fut->fut_loop;
-        if (aioev_loop_check_closed(loop) < 0) {
+        if (aioev_loop_check_call_soon(loop) < 0) {
             return -1;
         }
         if (Py_IS_TYPE(cb, st->TaskType)) {
@@ -793,9 +793,30 @@ fut_get_loop_attr(FutureObj *fut, void *c)
     return Py_NewRef(fut->fut_loop ? fut->fut_loop : Py_None);
 }
 
+/* Appends (cb, ctx) to list; a Task standing for its own wake-up is
+ * shown as a callable, as asyncio would show its bound method. */
+static int
+append_callback(aioev_state *st, PyObject *list, PyObject *cb, PyObject *ctx)
+{
+    PyObject *shown = Py_IS_TYPE(cb, st->TaskType)
+        ? aioev_task_wakeup_callable(st, (TaskObj *)cb) : Py_NewRef(cb);
+    if (shown == NULL) {
+        return -1;
+    }
+    PyObject *pair = PyTuple_Pack(2, shown, ctx);
+    Py_DECREF(shown);
+    if (pair == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(list, pair);
+    Py_DECREF(pair);
+    return rc;
+}
+
 static PyObject *
 fut_get_callbacks(FutureObj *fut, void *c)
 {
+    aioev_state *st = AIOEV_STATE(fut);
     if (future_ensure_alive(fut) < 0) {
         return NULL;
     }
@@ -803,21 +824,18 @@ fut_get_callbacks(FutureObj *fut, void *c)
     if (list == NULL) {
         return NULL;
     }
-    if (fut->fut_callback0 != NULL) {
-        PyObject *pair = PyTuple_Pack(2, fut->fut_callback0,
-                                      fut->fut_context0);
-        if (pair == NULL || PyList_Append(list, pair) < 0) {
-            Py_XDECREF(pair);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(pair);
+    if (fut->fut_callback0 != NULL
+        && append_callback(st, list, fut->fut_callback0,
+                           fut->fut_context0) < 0) {
+        Py_DECREF(list);
+        return NULL;
     }
     if (fut->fut_callbacks != NULL) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fut->fut_callbacks);
              i++) {
-            if (PyList_Append(list,
-                              PyList_GET_ITEM(fut->fut_callbacks, i)) < 0) {
+            PyObject *pair = PyList_GET_ITEM(fut->fut_callbacks, i);
+            if (append_callback(st, list, PyTuple_GET_ITEM(pair, 0),
+                                PyTuple_GET_ITEM(pair, 1)) < 0) {
                 Py_DECREF(list);
                 return NULL;
             }

@@ -321,6 +321,15 @@ check_thread(LoopObj *self)
     return 0;
 }
 
+int
+aioev_loop_check_call_soon(LoopObj *self)
+{
+    if (aioev_loop_check_closed(self) < 0) {
+        return -1;
+    }
+    return self->debug ? check_thread(self) : 0;
+}
+
 void
 aioev_report_callback_error(aioev_state *st, PyObject *loop,
                             PyObject *handle, PyObject *callback,
@@ -602,16 +611,20 @@ check_callback(LoopObj *self, PyObject *callback, const char *fname)
 {
     aioev_state *st = self->state;
     if (self->debug) {
-        PyObject *r = PyObject_CallOneArg(st->iscoroutine, callback);
-        if (r == NULL) {
-            return -1;
+        int is_coro = 0;
+        PyObject *checks[2] = {st->iscoroutine, st->iscoroutinefunction};
+        for (int i = 0; i < 2 && !is_coro; i++) {
+            PyObject *r = PyObject_CallOneArg(checks[i], callback);
+            if (r == NULL) {
+                return -1;
+            }
+            is_coro = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (is_coro < 0) {
+                return -1;
+            }
         }
-        int is_coro = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        if (is_coro < 0) {
-            return -1;
-        }
-        if (is_coro || PyCoro_CheckExact(callback)) {
+        if (is_coro) {
             PyErr_Format(PyExc_TypeError,
                          "coroutines cannot be used with %s()", fname);
             return -1;

@@ -33,6 +33,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->get_event_loop);
     Py_VISIT(st->iscoroutine);
+    Py_VISIT(st->iscoroutinefunction);
     Py_VISIT(st->register_task);
     Py_VISIT(st->enter_task);
     Py_VISIT(st->leave_task);
@@ -67,6 +68,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->get_event_loop);
     Py_CLEAR(st->iscoroutine);
+    Py_CLEAR(st->iscoroutinefunction);
     Py_CLEAR(st->register_task);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);
@@ -108,6 +110,8 @@ module_exec(PyObject *mod)
          "get_event_loop"},
         {offsetof(aioev_state, iscoroutine), "asyncio.coroutines",
          "iscoroutine"},
+        {offsetof(aioev_state, iscoroutinefunction), "asyncio.coroutines",
+         "iscoroutinefunction"},
         {offsetof(aioev_state, register_task), "asyncio.tasks",
          "_register_task"},
         {offsetof(aioev_state, enter_task), "asyncio.tasks", "_enter_task"},

@@ -88,6 +88,7 @@ typedef struct {
     PyObject *InvalidStateError;
     PyObject *get_event_loop;      /* asyncio.events.get_event_loop */
     PyObject *iscoroutine;         /* asyncio.coroutines.iscoroutine */
+    PyObject *iscoroutinefunction;
     PyObject *register_task;       /* asyncio.tasks._register_task */
     PyObject *enter_task;          /* asyncio.tasks._enter_task */
     PyObject *leave_task;          /* asyncio.tasks._leave_task */
@@ -207,6 +208,9 @@ int aioev_is_loop(aioev_state *st, PyObject *obj);
 int aioev_loop_enqueue(LoopObj *loop, int kind, PyObject *a, PyObject *b,
                        PyObject *c);
 int aioev_loop_check_closed(LoopObj *loop);
+/* What call_soon checks before queueing: the loop is open and, in debug
+ * mode, this is the loop's thread. */
+int aioev_loop_check_call_soon(LoopObj *loop);
 int aioev_loop_get_debug(LoopObj *loop);
 int aioev_loop_is_running(LoopObj *loop);
 void aioev_loop_timer_cancelled(LoopObj *loop, TimerHandleObj *t);
@@ -301,6 +305,8 @@ aioev_task_check(aioev_state *st, PyObject *obj)
  * or -1 with an exception the loop should report or propagate. */
 int aioev_task_step(aioev_state *st, TaskObj *task, PyObject *exc);
 int aioev_task_wakeup(aioev_state *st, TaskObj *task, PyObject *fut);
+/* A callable standing for the task's wake-up, for display. */
+PyObject *aioev_task_wakeup_callable(aioev_state *st, TaskObj *task);
 /* Create a Task as loop.create_task does without a factory. */
 PyObject *aioev_task_new(aioev_state *st, PyObject *coro, PyObject *loop,
                          PyObject *name, PyObject *context);

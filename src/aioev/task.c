@@ -34,13 +34,19 @@ task_callback_new(aioev_state *st, TaskObj *task, PyObject *arg, int wakeup)
     return (PyObject *)cb;
 }
 
+PyObject *
+aioev_task_wakeup_callable(aioev_state *st, TaskObj *task)
+{
+    return task_callback_new(st, task, NULL, 1);
+}
+
 /* Schedules task.__step(exc) (exc may be NULL) on the task's loop. */
 static int
 task_schedule_step(aioev_state *st, TaskObj *task, PyObject *exc)
 {
     if (task->task_native_loop) {
         LoopObj *loop = (LoopObj *)task->task_loop;
-        if (aioev_loop_check_closed(loop) < 0) {
+        if (aioev_loop_check_call_soon(loop) < 0) {
             return -1;
         }
         return aioev_loop_enqueue(loop, READY_TASK_STEP, (PyObject *)task,
@@ -1027,8 +1033,17 @@ taskcb_get_self(TaskCallbackObj *cb, void *c)
     return Py_NewRef((PyObject *)cb->task);
 }
 
+static PyObject *
+taskcb_get_qualname(TaskCallbackObj *cb, void *c)
+{
+    /* What _format_callback shows, as for asyncio's C Task. */
+    return PyUnicode_FromString(cb->wakeup ? "Task.task_wakeup"
+                                           : "Task.task_step");
+}
+
 static PyGetSetDef taskcb_getset[] = {
     {"__self__", (getter)taskcb_get_self, NULL, NULL, NULL},
+    {"__qualname__", (getter)taskcb_get_qualname, NULL, NULL, NULL},
     {NULL}
 };
 
