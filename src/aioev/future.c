@@ -11,6 +11,7 @@ typedef struct {
 } FutureIterObj;
 
 static PyObject *future_new_iter(aioev_state *st, FutureObj *fut);
+static void future_reset(FutureObj *fut);
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -132,7 +133,7 @@ aioev_future_init(FutureObj *fut, PyObject *loop)
 {
     aioev_state *st = AIOEV_STATE(fut);
 
-    aioev_future_clear(fut);
+    future_reset(fut);
     if (loop == NULL || loop == Py_None) {
         loop = PyObject_CallNoArgs(st->get_event_loop);
         if (loop == NULL) {
@@ -239,8 +240,8 @@ aioev_future_set_exception(aioev_state *st, FutureObj *fut, PyObject *exc)
         PyErr_SetString(PyExc_TypeError, "invalid exception object");
         return NULL;
     }
-#ifdef AIOEV_PY312
-    if (PyErr_GivenExceptionMatches(exc_val, PyExc_StopIteration)) {
+    if (st->wrap_stopiteration
+        && PyErr_GivenExceptionMatches(exc_val, PyExc_StopIteration)) {
         PyObject *msg = PyUnicode_FromString(
             "StopIteration interacts badly with generators and cannot be "
             "raised into a Future");
@@ -255,15 +256,14 @@ aioev_future_set_exception(aioev_state *st, FutureObj *fut, PyObject *exc)
         PyException_SetContext(new_exc, exc_val);
         exc_val = new_exc;
     }
-#else
-    if (Py_IS_TYPE(exc_val, (PyTypeObject *)PyExc_StopIteration)) {
+    else if (!st->wrap_stopiteration
+             && Py_IS_TYPE(exc_val, (PyTypeObject *)PyExc_StopIteration)) {
         Py_DECREF(exc_val);
         PyErr_SetString(PyExc_TypeError,
                         "StopIteration interacts badly with generators "
                         "and cannot be raised into a Future");
         return NULL;
     }
-#endif
     Py_XSETREF(fut->fut_exception, exc_val);
     Py_XSETREF(fut->fut_exception_tb, PyException_GetTraceback(exc_val));
     fut->fut_state = STATE_FINISHED;
@@ -366,6 +366,23 @@ aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg)
     Py_VISIT(fut->fut_cancelled_exc);
     Py_VISIT(fut->dict);
     return 0;
+}
+
+/* Drops the future's state but not its instance dict: a subclass may set
+ * attributes before calling Future.__init__. */
+static void
+future_reset(FutureObj *fut)
+{
+    Py_CLEAR(fut->fut_loop);
+    Py_CLEAR(fut->fut_callback0);
+    Py_CLEAR(fut->fut_context0);
+    Py_CLEAR(fut->fut_callbacks);
+    Py_CLEAR(fut->fut_result);
+    Py_CLEAR(fut->fut_exception);
+    Py_CLEAR(fut->fut_exception_tb);
+    Py_CLEAR(fut->fut_source_tb);
+    Py_CLEAR(fut->fut_cancel_msg);
+    Py_CLEAR(fut->fut_cancelled_exc);
 }
 
 int
@@ -486,9 +503,8 @@ future_result(FutureObj *fut, PyObject *Py_UNUSED(ignored))
 {
     aioev_state *st = AIOEV_STATE(fut);
     PyObject *res;
-    if (future_ensure_alive(fut) < 0) {
-        return NULL;
-    }
+    /* No alive check: an uninitialised future is PENDING, and asyncio
+     * answers InvalidStateError for it. */
     int rc = aioev_future_get_result(st, fut, &res);
     if (rc < 0) {
         return NULL;
@@ -505,9 +521,6 @@ static PyObject *
 future_exception(FutureObj *fut, PyObject *Py_UNUSED(ignored))
 {
     aioev_state *st = AIOEV_STATE(fut);
-    if (future_ensure_alive(fut) < 0) {
-        return NULL;
-    }
     if (fut->fut_state == STATE_CANCELLED) {
         PyObject *exc = aioev_future_make_cancelled_error(st, fut);
         if (exc != NULL) {
@@ -940,6 +953,8 @@ PyGetSetDef aioev_future_getset[] = {
     {"_source_traceback", (getter)fut_get_source_tb, NULL, NULL, NULL},
     {"_cancel_message", (getter)fut_get_cancel_message,
      (setter)fut_set_cancel_message, NULL, NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL,
+     NULL},
     {NULL}
 };
 
@@ -1070,6 +1085,14 @@ futureiter_throw(FutureIterObj *it, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     type = args[0];
+#ifdef AIOEV_PY312
+    if (nargs > 1 && PyErr_WarnEx(PyExc_DeprecationWarning,
+                                  "the (type, exc, tb) signature of throw() "
+                                  "is deprecated, use the single-arg "
+                                  "signature instead.", 1) < 0) {
+        return NULL;
+    }
+#endif
     if (nargs >= 2) {
         val = args[1];
     }

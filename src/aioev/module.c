@@ -149,6 +149,9 @@ module_exec(PyObject *mod)
             return -1;
         }
     }
+#if PY_VERSION_HEX >= 0x030B0000
+    st->wrap_stopiteration = Py_Version >= 0x030C0200;
+#endif
     st->empty_tuple = PyTuple_New(0);
     if (st->empty_tuple == NULL) {
         return -1;

@@ -109,6 +109,9 @@ typedef struct {
 
     PyObject *empty_tuple;
     uint64_t task_name_counter;
+    /* set_exception(StopIteration) wraps it in a RuntimeError from 3.12.2
+     * on (gh-112182), raises TypeError before: follows the running Python */
+    int wrap_stopiteration;
 } aioev_state;
 
 extern PyModuleDef aioev_module_def;

@@ -111,10 +111,11 @@ call_hook(PyObject *hook, PyObject *loop, PyObject *task)
 static int
 cancel_future(aioev_state *st, PyObject *fut, PyObject *msg)
 {
-    if (aioev_task_check(st, fut)) {
+    /* Subclasses may override cancel(): only exact types go direct. */
+    if (Py_IS_TYPE(fut, st->TaskType)) {
         return task_cancel_impl(st, (TaskObj *)fut, msg);
     }
-    if (aioev_future_check(st, fut)) {
+    if (Py_IS_TYPE(fut, st->FutureType)) {
         return aioev_future_cancel(st, (FutureObj *)fut, msg);
     }
     PyObject *r = PyObject_CallMethod(fut, "cancel", "O", msg);
@@ -147,7 +148,9 @@ foreign_future_loop(PyObject *fut)
 static int
 task_handle_yield(aioev_state *st, TaskObj *task, PyObject *result)
 {
-    if (aioev_future_check(st, result)) {
+    /* Exact types only: a subclass may override add_done_callback. */
+    if (Py_IS_TYPE(result, st->FutureType)
+        || Py_IS_TYPE(result, st->TaskType)) {
         FutureObj *fut = (FutureObj *)result;
         if (fut->fut_loop != task->task_loop) {
             return task_schedule_error(
@@ -165,7 +168,7 @@ task_handle_yield(aioev_state *st, TaskObj *task, PyObject *result)
                                        "Task cannot await on itself: %R",
                                        task);
         }
-        if (fut->fut_native_loop) {
+        if (fut->fut_native_loop && Py_IS_TYPE(task, st->TaskType)) {
             /* The task itself stands for its wake-up (future.c). */
             if (aioev_future_add_callback(st, fut, (PyObject *)task,
                                           task->task_context) < 0) {
@@ -231,6 +234,11 @@ task_handle_yield(aioev_state *st, TaskObj *task, PyObject *result)
             return task_schedule_error(
                 st, task, "yield was used instead of yield from in task %R "
                 "with %R", task, result);
+        }
+        if (result == (PyObject *)task) {
+            return task_schedule_error(st, task,
+                                       "Task cannot await on itself: %R",
+                                       task);
         }
         if (PyObject_SetAttrString(result, "_asyncio_future_blocking",
                                    Py_False) < 0) {
@@ -392,7 +400,7 @@ aioev_task_step(aioev_state *st, TaskObj *task, PyObject *exc)
 int
 aioev_task_wakeup(aioev_state *st, TaskObj *task, PyObject *fut)
 {
-    if (aioev_future_check(st, fut)) {
+    if (Py_IS_TYPE(fut, st->FutureType) || Py_IS_TYPE(fut, st->TaskType)) {
         FutureObj *f = (FutureObj *)fut;
         if (f->fut_state == STATE_FINISHED && f->fut_exception == NULL) {
             return aioev_task_step(st, task, NULL);

@@ -1,0 +1,791 @@
+#!/usr/bin/env python3
+"""Event-loop micro-benchmarks: stock asyncio vs uvloop vs aioev, one run.
+
+Usage::
+
+    python benchmarks/micro.py                 # full run (a few minutes)
+    python benchmarks/micro.py --quick         # ~30 s smoke run
+    python benchmarks/micro.py --rounds 9 --bench call_soon,sleep0
+    python benchmarks/micro.py --list
+
+How it measures:
+
+* Every (benchmark, loop) measurement runs in a fresh interpreter
+  (``micro.py --worker BENCH LOOP``) which prints one JSON object.
+* Inside the worker: one warm-up pass at a fifth of the size, then
+  ``--inner`` measured passes; the worker reports the fastest pass.
+* Time is CPU time of the whole process (``time.process_time()``: user +
+  system, all threads), not wall time: the machine is shared and noisy, and
+  time spent blocked in epoll waiting for a timer is not loop overhead.
+* Rounds are interleaved: each round runs every benchmark on every loop
+  (loop order rotated from round to round), and the result per cell is the
+  MEDIAN ops/sec over the rounds.  Ratios are ratios of medians.
+
+Outputs: a plain-text table on stdout, ``benchmarks/results/micro.json``,
+``benchmarks/results/micro.rst`` and (if matplotlib is importable)
+``benchmarks/micro.png``.  ``--quick`` writes ``*_quick`` files instead and
+no chart, so a smoke run never overwrites real results.
+"""
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+
+LOOPS = ("asyncio", "uvloop", "aioev")
+
+cpu = time.process_time
+
+
+# --------------------------------------------------------------------------
+# Benchmarks.  Each takes (loop, n), runs n operations on the loop and
+# returns the CPU seconds spent in the measured part (setup excluded).
+# --------------------------------------------------------------------------
+
+def bench_call_soon(loop, n):
+    """Chain of n callbacks, each scheduling the next with call_soon:
+    one loop iteration per callback (iteration overhead)."""
+    call_soon = loop.call_soon
+    count = 0
+
+    def cb():
+        nonlocal count
+        count += 1
+        if count < n:
+            call_soon(cb)
+        else:
+            loop.stop()
+
+    t0 = cpu()
+    call_soon(cb)
+    loop.run_forever()
+    t1 = cpu()
+    assert count == n, (count, n)
+    return t1 - t0
+
+
+def bench_call_soon_fd(loop, n):
+    """The call_soon chain with one idle socket registered with add_reader,
+    so the loop has an fd to poll every iteration, as in any program
+    doing I/O."""
+    import socket
+    a, b = socket.socketpair()
+    loop.add_reader(a.fileno(), lambda: None)
+    try:
+        return bench_call_soon(loop, n)
+    finally:
+        loop.remove_reader(a.fileno())
+        a.close()
+        b.close()
+
+
+BATCH = 1000
+
+
+def bench_call_soon_batch(loop, n):
+    """n callbacks posted in batches of 1000 per iteration with call_soon
+    (ready-queue throughput: scheduling + dispatch)."""
+    call_soon = loop.call_soon
+    count = 0
+    batches = max(1, n // BATCH)
+    done = 0
+
+    def cb():
+        nonlocal count
+        count += 1
+
+    def driver():
+        nonlocal done
+        if done == batches:
+            loop.stop()
+            return
+        done += 1
+        for _ in range(BATCH):
+            call_soon(cb)
+        call_soon(driver)
+
+    t0 = cpu()
+    call_soon(driver)
+    loop.run_forever()
+    t1 = cpu()
+    assert count == batches * BATCH, (count, batches)
+    return t1 - t0
+
+
+def bench_timers(loop, n):
+    """n call_later timers in batches of 1000, each with a random delay in
+    [0, 1 ms); the next batch is armed when the previous one has fired.
+    CPU time only, so the sub-millisecond sleeps in epoll do not count."""
+    import random
+    rnd = random.Random(12345)
+    batches = max(1, n // BATCH)
+    delays = [rnd.random() * 0.001 for _ in range(BATCH)]
+    call_later = loop.call_later
+    count = 0
+    pending = 0
+    done = 0
+
+    def fire():
+        nonlocal count, pending
+        count += 1
+        pending -= 1
+        if pending == 0:
+            arm()
+
+    def arm():
+        nonlocal pending, done
+        if done == batches:
+            loop.stop()
+            return
+        done += 1
+        pending = BATCH
+        for d in delays:
+            call_later(d, fire)
+
+    t0 = cpu()
+    loop.call_soon(arm)
+    loop.run_forever()
+    t1 = cpu()
+    assert count == batches * BATCH, (count, batches)
+    return t1 - t0
+
+
+def bench_future(loop, n):
+    """In a coroutine: f = loop.create_future(); loop.call_soon(f.set_result,
+    i); await f -- n times."""
+    create_future = loop.create_future
+    call_soon = loop.call_soon
+
+    async def main():
+        total = 0
+        for i in range(n):
+            f = create_future()
+            call_soon(f.set_result, i)
+            total += await f
+        return total
+
+    t0 = cpu()
+    r = loop.run_until_complete(main())
+    t1 = cpu()
+    assert r == n * (n - 1) // 2
+    return t1 - t0
+
+
+def bench_sleep0(loop, n):
+    """`await asyncio.sleep(0)` n times in one task."""
+    import asyncio
+    sleep = asyncio.sleep
+
+    async def main():
+        for _ in range(n):
+            await sleep(0)
+        return n
+
+    t0 = cpu()
+    r = loop.run_until_complete(main())
+    t1 = cpu()
+    assert r == n
+    return t1 - t0
+
+
+GATHER = 100
+
+
+def bench_gather(loop, n):
+    """n trivial coroutines run as tasks, gathered 100 at a time with
+    asyncio.gather (task creation, scheduling, completion, gather)."""
+    import asyncio
+    gather = asyncio.gather
+    batches = max(1, n // GATHER)
+
+    async def noop(i):
+        return i
+
+    async def main():
+        total = 0
+        for _ in range(batches):
+            res = await gather(*[noop(i) for i in range(GATHER)])
+            total += len(res)
+        return total
+
+    t0 = cpu()
+    r = loop.run_until_complete(main())
+    t1 = cpu()
+    assert r == batches * GATHER
+    return t1 - t0
+
+
+def bench_queue(loop, n):
+    """Ping-pong over two asyncio.Queue(maxsize=1) between two tasks; one op
+    is one round trip (put, get, put back, get)."""
+    import asyncio
+
+    async def main():
+        q1 = asyncio.Queue(maxsize=1)
+        q2 = asyncio.Queue(maxsize=1)
+
+        async def ponger():
+            for _ in range(n):
+                x = await q1.get()
+                await q2.put(x)
+
+        t = asyncio.ensure_future(ponger())
+        total = 0
+        for i in range(n):
+            await q1.put(i)
+            total += await q2.get()
+        await t
+        return total
+
+    t0 = cpu()
+    r = loop.run_until_complete(main())
+    t1 = cpu()
+    assert r == n * (n - 1) // 2
+    return t1 - t0
+
+
+def bench_threadsafe(loop, n):
+    """Another thread posts n callbacks with call_soon_threadsafe as fast as
+    it can; the loop counts them and stops at n.  CPU time of the whole
+    process (both threads)."""
+    cs_ts = loop.call_soon_threadsafe
+    count = 0
+
+    def cb():
+        nonlocal count
+        count += 1
+        if count == n:
+            loop.stop()
+
+    def poster():
+        for _ in range(n):
+            cs_ts(cb)
+
+    th = threading.Thread(target=poster)
+    t0 = cpu()
+    th.start()
+    loop.run_forever()
+    th.join()
+    t1 = cpu()
+    assert count == n, (count, n)
+    return t1 - t0
+
+
+# name -> (function, default n, target aioev/uvloop ratio, label)
+BENCHES = {
+    "call_soon":       (bench_call_soon,       200_000, 2.0,
+                        "call_soon chain"),
+    "call_soon_fd":    (bench_call_soon_fd,    200_000, 2.0,
+                        "call_soon chain, 1 fd"),
+    "call_soon_batch": (bench_call_soon_batch, 500_000, 2.0,
+                        "call_soon batch x1000"),
+    "timers":          (bench_timers,          200_000, 2.0,
+                        "call_later timers"),
+    "future":          (bench_future,          100_000, 2.0,
+                        "future create/set/await"),
+    "sleep0":          (bench_sleep0,          100_000, 2.0,
+                        "await sleep(0)"),
+    "gather":          (bench_gather,          100_000, 1.5,
+                        "task create + gather"),
+    "queue":           (bench_queue,            50_000, 1.5,
+                        "Queue(1) ping-pong"),
+    "threadsafe":      (bench_threadsafe,      100_000, 1.5,
+                        "call_soon_threadsafe"),
+}
+
+
+# --------------------------------------------------------------------------
+# Loop factories (worker side)
+# --------------------------------------------------------------------------
+
+def import_aioev():
+    """Import aioev as installed; failing that, from a build in this tree."""
+    try:
+        import aioev
+        return aioev
+    except ImportError as first:
+        if ROOT in sys.path:
+            raise
+        sys.path.insert(0, ROOT)
+        for mod in [m for m in sys.modules if m == "aioev"
+                    or m.startswith("aioev.")]:
+            del sys.modules[mod]
+        try:
+            import aioev
+            return aioev
+        except ImportError:
+            sys.path.remove(ROOT)
+            raise first
+
+
+def make_loop(name):
+    """Return (loop, info dict)."""
+    if name == "asyncio":
+        import asyncio
+        loop = asyncio.SelectorEventLoop()
+        info = {"version": platform.python_version(),
+                "type": type(loop).__name__}
+    elif name == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+        info = {"version": getattr(uvloop, "__version__", "?")}
+    elif name == "aioev":
+        aioev = import_aioev()
+        if not hasattr(aioev, "new_event_loop"):
+            raise ImportError("aioev at %s has no new_event_loop (not built?)"
+                              % list(getattr(aioev, "__path__", [])))
+        loop = aioev.new_event_loop()
+        info = {"version": getattr(aioev, "__version__", "?"),
+                "path": os.path.dirname(getattr(aioev, "__file__", "") or "")}
+        core = sys.modules.get("aioev._core")
+        if core is not None and getattr(core, "__file__", None):
+            info["core_built"] = time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(
+                    os.path.getmtime(core.__file__)))
+    else:
+        raise ValueError("unknown loop %r" % name)
+    return loop, info
+
+
+def worker(bench, loopname, n, inner):
+    out = {"bench": bench, "loop": loopname, "n": n}
+    try:
+        loop, info = make_loop(loopname)
+    except Exception as e:  # not installed / not built
+        out["error"] = "not available: %s: %s" % (type(e).__name__, e)
+        out["unavailable"] = True
+        print(json.dumps(out))
+        return 3
+    out["info"] = info
+    if bench == "probe":
+        loop.close()
+        print(json.dumps(out))
+        return 0
+    import asyncio
+    try:
+        asyncio.set_event_loop(loop)
+    except Exception:
+        pass  # run_until_complete sets the running loop anyway
+    fn = BENCHES[bench][0]
+    try:
+        fn(loop, max(n // 5, 1000))          # warm-up
+        times = []
+        for _ in range(inner):
+            gc.collect()
+            times.append(fn(loop, n))
+    except Exception as e:
+        import traceback
+        out["error"] = "%s: %s" % (type(e).__name__, e)
+        out["traceback"] = traceback.format_exc()[-2000:]
+        print(json.dumps(out))
+        return 1
+    finally:
+        try:
+            asyncio.set_event_loop(None)
+        except Exception:
+            pass
+        try:
+            loop.close()
+        except Exception:
+            pass
+    best = min(times)
+    out["times"] = times
+    out["cpu"] = best
+    out["ops_per_sec"] = n / best if best > 0 else float("inf")
+    print(json.dumps(out))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------
+
+WORKER_ENV = None  # set by --snapshot
+
+
+def snapshot_aioev(dest):
+    """Copy the aioev package that imports now (with its built _core) to
+    dest/aioev, so that a rebuild during the run does not mix builds."""
+    import shutil
+    code = ("import sys; sys.path.insert(1, %r); import micro; "
+            "print(micro.import_aioev().__path__[0])" % ROOT)
+    src = subprocess.run([sys.executable, "-c", code], cwd=HERE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True).stdout.strip()
+    if not src or not os.path.isdir(src):
+        return None
+    shutil.copytree(src, os.path.join(dest, "aioev"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = dest + (os.pathsep + env["PYTHONPATH"]
+                                if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_worker(bench, loopname, n, inner, timeout):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", bench,
+           loopname, "--n", str(n), "--inner", str(inner)]
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, cwd=ROOT, text=True,
+                           env=WORKER_ENV)
+    except subprocess.TimeoutExpired:
+        return {"bench": bench, "loop": loopname, "n": n,
+                "error": "timeout after %ss" % timeout}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        err = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"bench": bench, "loop": loopname, "n": n,
+                "error": "exit %s: %s" % (p.returncode, err)}
+    return json.loads(lines[-1])
+
+
+def fmt_ops(x):
+    if x is None:
+        return "-"
+    if x >= 1e6:
+        return "%.2fM" % (x / 1e6)
+    if x >= 1e3:
+        return "%.1fk" % (x / 1e3)
+    return "%.0f" % x
+
+
+def summarize(samples):
+    if not samples:
+        return None
+    med = statistics.median(samples)
+    mad = statistics.median([abs(s - med) for s in samples])
+    return {"median": med, "min": min(samples), "max": max(samples),
+            "mad_pct": 100.0 * mad / med if med else 0.0,
+            "samples": samples}
+
+
+def build_rows(benches, loops, cells, errors):
+    rows = []
+    for b in benches:
+        target, label = BENCHES[b][2], BENCHES[b][3]
+        row = {"bench": b, "label": label, "target": target, "loops": {}}
+        for ln in loops:
+            s = summarize(cells[b][ln])
+            row["loops"][ln] = s
+            if s is None and errors.get((b, ln)):
+                row["loops"][ln] = {"error": errors[(b, ln)]}
+        med = {ln: (row["loops"][ln] or {}).get("median") for ln in loops}
+        a, u, s = med.get("aioev"), med.get("uvloop"), med.get("asyncio")
+        row["aioev_vs_uvloop"] = a / u if a and u else None
+        row["aioev_vs_asyncio"] = a / s if a and s else None
+        row["uvloop_vs_asyncio"] = u / s if u and s else None
+        if row["aioev_vs_uvloop"] is None:
+            row["status"] = "n/a"
+        else:
+            row["status"] = ("PASS" if row["aioev_vs_uvloop"] >= target
+                             else "MISS")
+        rows.append(row)
+    return rows
+
+
+def cell_text(cell, loopname, unavailable, with_spread=True):
+    if loopname in unavailable:
+        return "not available"
+    if not cell:
+        return "-"
+    if "error" in cell:
+        return "error"
+    t = fmt_ops(cell["median"])
+    if with_spread:
+        t += " ±%.0f%%" % cell["mad_pct"]
+    return t
+
+
+def ratio_text(r):
+    return "%.2fx" % r if r is not None else "-"
+
+
+def table_rows(rows, loops, unavailable, with_spread=True):
+    header = (["benchmark"] + ["%s ops/s" % ln for ln in loops]
+              + ["aioev/uvloop", "aioev/asyncio", "target", "status"])
+    body = []
+    for r in rows:
+        body.append([r["label"]]
+                    + [cell_text(r["loops"][ln], ln, unavailable, with_spread)
+                       for ln in loops]
+                    + [ratio_text(r["aioev_vs_uvloop"]),
+                       ratio_text(r["aioev_vs_asyncio"]),
+                       ">= %.1fx" % r["target"], r["status"]])
+    return header, body
+
+
+def text_table(header, body):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep] + [line(b) for b in body])
+
+
+def rst_table(header, body):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    border = " ".join("=" * w for w in widths)
+    def line(cells):
+        return " ".join(str(c).ljust(w)
+                        for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([border, line(header), border]
+                     + [line(b) for b in body] + [border])
+
+
+def write_chart(rows, loops, path, meta):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:
+        print("(no chart: matplotlib not importable: %s)" % e)
+        return False
+    shown = [ln for ln in loops
+             if any((r["loops"].get(ln) or {}).get("median") for r in rows)]
+    if "asyncio" not in shown:
+        print("(no chart: no asyncio baseline)")
+        return False
+    labels = [r["label"] for r in rows]
+    colors = {"asyncio": "#9e9e9e", "uvloop": "#4c72b0", "aioev": "#dd8452"}
+    fig, ax = plt.subplots(figsize=(11, 5))
+    w = 0.8 / len(shown)
+    for i, ln in enumerate(shown):
+        vals = []
+        for r in rows:
+            base = (r["loops"].get("asyncio") or {}).get("median")
+            v = (r["loops"].get(ln) or {}).get("median")
+            vals.append(v / base if v and base else 0)
+        xs = [k + (i - (len(shown) - 1) / 2) * w for k in range(len(rows))]
+        bars = ax.bar(xs, vals, w, label=ln, color=colors.get(ln))
+        for b, v in zip(bars, vals):
+            if v:
+                ax.text(b.get_x() + b.get_width() / 2, b.get_height(),
+                        "%.1f" % v, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=9)
+    ax.set_ylabel("speed relative to asyncio (median ops/s, CPU time)")
+    ax.axhline(1.0, color="black", linewidth=0.6)
+    ax.set_title("Event loop micro-benchmarks (higher is better); Python %s, "
+                 "%d rounds" % (meta["python"], meta["rounds"]))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worker", nargs=2, metavar=("BENCH", "LOOP"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run (well under 30 s): 3 rounds, sizes / 5, "
+                         "writes *_quick outputs, no chart")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved rounds per cell (default 7; quick 3)")
+    ap.add_argument("--inner", type=int, default=None,
+                    help="measured passes per worker, best kept "
+                         "(default 3; quick 1)")
+    ap.add_argument("--scale", type=float, default=None,
+                    help="multiply every benchmark size (default 1; quick 0.2)")
+    ap.add_argument("--bench", default=",".join(BENCHES),
+                    help="comma-separated subset (default: all)")
+    ap.add_argument("--loops", default=",".join(LOOPS),
+                    help="comma-separated subset of %s" % ",".join(LOOPS))
+    ap.add_argument("--timeout", type=float, default=120,
+                    help="seconds before a worker is killed (default 120)")
+    ap.add_argument("--snapshot", action="store_true",
+                    help="benchmark a private copy of the aioev package as "
+                         "built now, immune to rebuilds during the run")
+    ap.add_argument("--no-chart", action="store_true")
+    ap.add_argument("--outdir", default=None,
+                    help="where micro.json/micro.rst go "
+                         "(default benchmarks/results)")
+    ap.add_argument("--list", action="store_true",
+                    help="list benchmarks and exit")
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        bench, loopname = args.worker
+        return worker(bench, loopname, args.n or 1000, args.inner or 1)
+
+    if args.list:
+        for name, (fn, n, target, label) in BENCHES.items():
+            print("%-16s n=%-8d target %.1fx  %s" % (name, n, target,
+                                                   fn.__doc__.split("\n")[0]))
+        return 0
+
+    rounds = args.rounds or (3 if args.quick else 7)
+    inner = args.inner or (1 if args.quick else 3)
+    scale = args.scale or (0.2 if args.quick else 1.0)
+    benches = [b for b in args.bench.split(",") if b]
+    loops = [ln for ln in args.loops.split(",") if ln]
+    for b in benches:
+        if b not in BENCHES:
+            ap.error("unknown benchmark %r (see --list)" % b)
+    for ln in loops:
+        if ln not in LOOPS:
+            ap.error("unknown loop %r" % ln)
+    sizes = {b: max(BATCH, int(BENCHES[b][1] * scale)) for b in benches}
+
+    global WORKER_ENV
+    snapdir = None
+    if args.snapshot and "aioev" in loops:
+        import tempfile
+        snapdir = tempfile.mkdtemp(prefix="aioev-snap-")
+        WORKER_ENV = snapshot_aioev(snapdir)
+        print("aioev snapshot: %s" % (snapdir if WORKER_ENV else
+                                      "failed, using the live package"))
+    try:
+        return _drive(args, benches, loops, rounds, inner, scale, sizes)
+    finally:
+        if snapdir:
+            import shutil
+            shutil.rmtree(snapdir, ignore_errors=True)
+
+
+def _drive(args, benches, loops, rounds, inner, scale, sizes):
+    # Probe each loop once: skip cleanly what is not importable.
+    infos, unavailable = {}, {}
+    for ln in loops:
+        r = run_worker("probe", ln, 0, 1, args.timeout)
+        if "error" in r:
+            unavailable[ln] = r["error"]
+            print("%-8s %s" % (ln, r["error"]))
+        else:
+            infos[ln] = r.get("info", {})
+            print("%-8s %s" % (ln, " ".join("%s=%s" % kv
+                                            for kv in infos[ln].items())))
+    active = [ln for ln in loops if ln not in unavailable]
+    if not active:
+        print("no loop available")
+        return 2
+
+    cells = {b: {ln: [] for ln in loops} for b in benches}
+    errors = {}
+    builds = {}  # aioev._core mtime -> samples: catches a rebuild mid-run
+    start = time.monotonic()
+    for rnd in range(rounds):
+        order = active[rnd % len(active):] + active[:rnd % len(active)]
+        for b in benches:
+            for ln in order:
+                if errors.get((b, ln), "").startswith("timeout"):
+                    continue  # don't burn time on a hanging cell again
+                r = run_worker(b, ln, sizes[b], inner, args.timeout)
+                if "error" in r:
+                    errors[(b, ln)] = r["error"]
+                    print("  round %d %s/%s: ERROR %s" % (rnd + 1, b, ln,
+                                                          r["error"]))
+                    if r.get("traceback") and rnd == 0:
+                        print("    " + r["traceback"].strip()
+                              .replace("\n", "\n    "))
+                else:
+                    cells[b][ln].append(r["ops_per_sec"])
+                    built = (r.get("info") or {}).get("core_built")
+                    if built:
+                        builds.setdefault(built, 0)
+                        builds[built] += 1
+        print("round %d/%d done (%.0fs)" % (rnd + 1, rounds,
+                                            time.monotonic() - start),
+              flush=True)
+
+    elapsed = time.monotonic() - start
+    rows = build_rows(benches, loops, cells, errors)
+    if len(builds) > 1:
+        print("WARNING: aioev._core was rebuilt during the run (%s); "
+              "the aioev numbers mix builds, run again"
+              % ", ".join("%s: %d samples" % kv for kv in sorted(builds.items())))
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc)
+                .strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "ncpu": os.cpu_count(),
+        "rounds": rounds, "inner": inner, "scale": scale,
+        "sizes": sizes, "quick": args.quick,
+        "loops": infos, "unavailable": unavailable,
+        "elapsed_s": round(elapsed, 1),
+        "git": _git_rev(),
+        "aioev_core_builds": builds,
+        "metric": "ops per CPU second (time.process_time), median of rounds",
+    }
+
+    header, body = table_rows(rows, loops, unavailable)
+    print()
+    print("Median ops per CPU-second over %d interleaved rounds "
+          "(±MAD%%), Python %s, %s" % (rounds, meta["python"], meta["cpu"]))
+    print(text_table(header, body))
+    print("total %.0fs" % elapsed)
+
+    outdir = args.outdir or RESULTS
+    os.makedirs(outdir, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    jpath = os.path.join(outdir, "micro%s.json" % suffix)
+    with open(jpath, "w") as f:
+        json.dump({"meta": meta, "rows": rows,
+                   "errors": {"%s/%s" % k: v for k, v in errors.items()}},
+                  f, indent=2)
+    rpath = os.path.join(outdir, "micro%s.rst" % suffix)
+    rh, rb = table_rows(rows, loops, unavailable, with_spread=False)
+    with open(rpath, "w") as f:
+        f.write(".. generated by benchmarks/micro.py on %s\n\n"
+                % meta["date"])
+        f.write(rst_table(rh, rb) + "\n\n")
+        f.write("Median operations per CPU-second over %d interleaved "
+                "rounds; Python %s; %s (%s cores); %s.\n"
+                % (rounds, meta["python"], meta["cpu"], meta["ncpu"],
+                   ", ".join("%s %s" % (ln, infos[ln].get("version", "?"))
+                             for ln in loops if ln in infos)))
+    print("wrote %s\nwrote %s" % (_show(jpath), _show(rpath)))
+    if not args.quick and not args.no_chart:
+        png = os.path.join(HERE, "micro.png")
+        if write_chart(rows, loops, png, meta):
+            print("wrote %s" % _show(png))
+    return 0
+
+
+def _show(path):
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _git_rev():
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"],
+                              cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True,
+                              timeout=10).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

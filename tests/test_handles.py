@@ -1,0 +1,272 @@
+"""Handle and TimerHandle: cancel, when, repr, contextvars."""
+
+import asyncio
+import contextvars
+import sys
+import threading
+
+import pytest
+
+var = contextvars.ContextVar("var", default="default")
+
+
+def test_cancel_call_soon(loop):
+    ran = []
+    h = loop.call_soon(ran.append, 1)
+    assert not h.cancelled()
+    h.cancel()
+    assert h.cancelled()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == []
+
+
+def test_cancel_twice(loop):
+    h = loop.call_soon(lambda: None)
+    h.cancel()
+    h.cancel()
+    assert h.cancelled()
+
+
+def test_cancel_after_run(loop):
+    ran = []
+    h = loop.call_soon(ran.append, 1)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == [1]
+    h.cancel()
+    assert h.cancelled()
+
+
+def test_cancel_only_the_cancelled_one(loop):
+    ran = []
+    handles = [loop.call_soon(ran.append, i) for i in range(10)]
+    for h in handles[::2]:
+        h.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == [1, 3, 5, 7, 9]
+
+
+def test_cancel_later_handle_from_earlier_callback(loop):
+    ran = []
+    later = []
+    loop.call_soon(lambda: later[0].cancel())
+    later.append(loop.call_soon(ran.append, "should not run"))
+    loop.call_soon(ran.append, "runs")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == ["runs"]
+
+
+def test_cancel_timer(loop):
+    ran = []
+    h = loop.call_later(0.001, ran.append, 1)
+    assert not h.cancelled()
+    h.cancel()
+    assert h.cancelled()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert ran == []
+
+
+def test_cancel_timer_from_callback_same_deadline(loop):
+    ran = []
+    when = loop.time() + 0.005
+    handles = {}
+
+    def canceller():
+        ran.append("canceller")
+        handles["victim"].cancel()
+
+    loop.call_at(when - 0.001, canceller)
+    handles["victim"] = loop.call_at(when, ran.append, "victim")
+    loop.run_until_complete(asyncio.sleep(0.02))
+    assert ran == ["canceller"]
+
+
+def test_cancel_many_timers(loop):
+    ran = []
+    now = loop.time()
+    handles = [loop.call_at(now + 0.001 * (i % 5), ran.append, i)
+               for i in range(100)]
+    for h in handles:
+        if h is not handles[42]:
+            h.cancel()
+    loop.run_until_complete(asyncio.sleep(0.02))
+    assert ran == [42]
+
+
+def test_cancelled_timer_when_still_available(loop):
+    h = loop.call_later(5, lambda: None)
+    when = h.when()
+    h.cancel()
+    assert h.when() == when
+
+
+def test_timer_handle_ordering_by_when(loop):
+    a = loop.call_at(10, lambda: None)
+    b = loop.call_at(20, lambda: None)
+    try:
+        assert a < b
+        assert b > a
+        assert a <= b
+        assert not (b <= a)
+    finally:
+        a.cancel()
+        b.cancel()
+
+
+def test_handle_repr(loop):
+    def my_callback(x, y):
+        pass
+
+    h = loop.call_soon(my_callback, 1, 2)
+    r = repr(h)
+    assert r.startswith("<") and r.endswith(">")
+    assert "Handle" in r
+    assert "my_callback" in r
+    h.cancel()
+    assert "cancelled" in repr(h)
+
+
+def test_timer_handle_repr(loop):
+    def my_timer_cb():
+        pass
+
+    h = loop.call_at(1234.5, my_timer_cb)
+    r = repr(h)
+    assert "TimerHandle" in r
+    assert "when=1234.5" in r
+    assert "my_timer_cb" in r
+    h.cancel()
+    assert "cancelled" in repr(h)
+
+
+def test_handle_repr_does_not_crash_on_odd_callbacks(loop):
+    import functools
+    handles = [
+        loop.call_soon(functools.partial(print, 1)),
+        loop.call_soon(print),                   # builtin
+        loop.call_soon(object.__new__.__call__, object),
+        loop.call_soon(lambda: None),
+    ]
+    for h in handles:
+        assert isinstance(repr(h), str)
+        h.cancel()
+
+
+# ---------------------------------------------------------------------------
+# contextvars
+
+
+def test_call_soon_captures_current_context(loop):
+    seen = []
+    token = var.set("at schedule")
+    try:
+        loop.call_soon(lambda: seen.append(var.get()))
+    finally:
+        var.reset(token)
+    var.set("changed later")
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        var.set("default")
+    assert seen == ["at schedule"]
+
+
+def test_callback_changes_do_not_leak_to_caller(loop):
+    def setter():
+        var.set("inside")
+
+    loop.call_soon(setter)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert var.get() == "default"
+
+
+def test_callbacks_get_independent_context_copies(loop):
+    seen = []
+
+    def setter(value):
+        var.set(value)
+        seen.append(var.get())
+
+    def getter():
+        seen.append(var.get())
+
+    loop.call_soon(setter, "first")
+    loop.call_soon(getter)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert seen == ["first", "default"]
+
+
+@pytest.mark.parametrize("how", ["call_soon", "call_later", "call_at",
+                                 "call_soon_threadsafe"])
+def test_explicit_context(loop, how):
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    seen = []
+
+    def cb(arg):
+        seen.append((arg, var.get()))
+        var.set("modified by cb")
+
+    if how == "call_soon":
+        loop.call_soon(cb, "x", context=ctx)
+    elif how == "call_later":
+        loop.call_later(0.001, cb, "x", context=ctx)
+    elif how == "call_at":
+        loop.call_at(loop.time() + 0.001, cb, "x", context=ctx)
+    else:
+        loop.call_soon_threadsafe(cb, "x", context=ctx)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert seen == [("x", "in ctx")]
+    # The callback ran inside ctx itself, not a copy of it.
+    assert ctx[var] == "modified by cb"
+    assert var.get() == "default"
+
+
+def test_same_context_shared_by_callbacks(loop):
+    ctx = contextvars.copy_context()
+    seen = []
+
+    def incr():
+        var.set(var.get() + "+")
+        seen.append(var.get())
+
+    for _ in range(3):
+        loop.call_soon(incr, context=ctx)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert seen == ["default+", "default++", "default+++"]
+
+
+def test_context_entered_twice_is_an_error_not_a_crash(loop, errors):
+    ctx = contextvars.copy_context()
+
+    def reenter():
+        # ctx is already entered by the loop: Context.run must refuse.
+        ctx.run(lambda: None)
+
+    loop.call_soon(reenter, context=ctx)
+    loop.run_until_complete(asyncio.sleep(0))
+    ctx_info = errors.take_one()
+    assert isinstance(ctx_info["exception"], RuntimeError)
+
+
+def test_call_soon_threadsafe_context_from_thread(loop):
+    seen = []
+    done = loop.create_future()
+
+    def thread_main():
+        var.set("thread value")
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()))
+        loop.call_soon_threadsafe(done.set_result, None)
+
+    t = threading.Thread(target=thread_main)
+    loop.call_soon(t.start)
+    loop.run_until_complete(done)
+    t.join()
+    assert seen == ["thread value"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.12+ API")
+def test_handle_get_context(loop):
+    ctx = contextvars.copy_context()
+    h = loop.call_soon(lambda: None, context=ctx)
+    assert h.get_context() is ctx
+    h.cancel()
