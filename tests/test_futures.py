@@ -4,6 +4,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import gc
+import sys
 import threading
 
 import pytest
@@ -91,6 +92,13 @@ def test_set_exception_class_is_instantiated(loop):
     assert isinstance(fut.exception(), KeyError)
 
 
+CANCEL_MSG_ARGS = sys.version_info >= (3, 11)
+
+# gh-112182: from 3.12.2 on, StopIteration is wrapped in a RuntimeError.
+WRAPS_STOP_ITERATION = sys.version_info >= (3, 12, 2)
+
+
+@pytest.mark.skipif(WRAPS_STOP_ITERATION, reason="older asyncio rule")
 def test_set_exception_stop_iteration(loop):
     fut = loop.create_future()
     with pytest.raises(TypeError):
@@ -99,6 +107,16 @@ def test_set_exception_stop_iteration(loop):
         fut.set_exception(StopIteration)
     assert not fut.done()
     fut.cancel()
+
+
+@pytest.mark.skipif(not WRAPS_STOP_ITERATION, reason="newer asyncio rule")
+@pytest.mark.parametrize("make", [StopIteration, lambda: StopIteration(1)])
+def test_set_exception_stop_iteration_wrapped(loop, make):
+    fut = loop.create_future()
+    fut.set_exception(make())
+    exc = fut.exception()
+    assert type(exc) is RuntimeError
+    assert type(exc.__cause__) is StopIteration
 
 
 def test_set_exception_not_an_exception(loop):
@@ -169,7 +187,8 @@ def test_cancel_message_through_await(loop):
     loop.call_soon(fut.cancel, "via await")
     with pytest.raises(asyncio.CancelledError) as info:
         loop.run_until_complete(waiter())
-    assert info.value.args == ("via await",)
+    # 3.10 does not carry the message through the awaiting task.
+    assert info.value.args == (("via await",) if CANCEL_MSG_ARGS else ())
 
 
 def test_log_traceback_attribute(loop):
