@@ -13,9 +13,20 @@ HandleObj *
 aioev_handle_new(aioev_state *st, PyTypeObject *tp, PyObject *loop,
                  PyObject *callback, PyObject *args, PyObject *context)
 {
-    HandleObj *h = PyObject_GC_New(HandleObj, tp);
-    if (h == NULL) {
-        return NULL;
+    HandleObj *h;
+    if (tp == st->HandleType && st->handle_free_n > 0) {
+        h = st->handle_free[--st->handle_free_n];
+        PyObject_Init((PyObject *)h, tp);
+    }
+    else if (tp == st->TimerHandleType && st->timer_free_n > 0) {
+        h = st->timer_free[--st->timer_free_n];
+        PyObject_Init((PyObject *)h, tp);
+    }
+    else {
+        h = PyObject_GC_New(HandleObj, tp);
+        if (h == NULL) {
+            return NULL;
+        }
     }
     h->callback = Py_NewRef(callback);
     h->args = Py_NewRef(args);
@@ -51,11 +62,11 @@ handle_error(aioev_state *st, PyObject *loop, PyObject *handle,
 int
 aioev_handle_run(HandleObj *h)
 {
-    aioev_state *st = AIOEV_STATE(h);
     PyObject *res;
 
     if (PyContext_Enter(h->context) < 0) {
-        return handle_error(st, h->loop, (PyObject *)h, h->callback, h->args);
+        return handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h,
+                            h->callback, h->args);
     }
     res = PyObject_Vectorcall(h->callback, &PyTuple_GET_ITEM(h->args, 0),
                               PyTuple_GET_SIZE(h->args), NULL);
@@ -64,10 +75,23 @@ aioev_handle_run(HandleObj *h)
         res = NULL;
     }
     if (res == NULL) {
-        return handle_error(st, h->loop, (PyObject *)h, h->callback, h->args);
+        return handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h,
+                            h->callback, h->args);
     }
     Py_DECREF(res);
     return 0;
+}
+
+void
+aioev_handle_freelist_clear(aioev_state *st)
+{
+    st->freelist_on = 0;
+    while (st->handle_free_n > 0) {
+        PyObject_GC_Del(st->handle_free[--st->handle_free_n]);
+    }
+    while (st->timer_free_n > 0) {
+        PyObject_GC_Del(st->timer_free[--st->timer_free_n]);
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -108,7 +132,18 @@ handle_dealloc(HandleObj *h)
         PyObject_ClearWeakRefs((PyObject *)h);
     }
     handle_clear(h);
-    tp->tp_free(h);
+    aioev_state *st = AIOEV_STATE(h);
+    if (st->freelist_on && tp == st->HandleType
+        && st->handle_free_n < AIOEV_FREELIST_MAX) {
+        st->handle_free[st->handle_free_n++] = h;
+    }
+    else if (st->freelist_on && tp == st->TimerHandleType
+             && st->timer_free_n < AIOEV_FREELIST_MAX) {
+        st->timer_free[st->timer_free_n++] = h;
+    }
+    else {
+        tp->tp_free(h);
+    }
     Py_DECREF(tp);
 }
 

@@ -717,7 +717,9 @@ call_soon_impl(LoopObj *self, const char *fname, PyObject *const *args,
         Py_DECREF(h);
         return NULL;
     }
-    if (threadsafe) {
+    /* Only a loop blocked in its poll needs waking: its flag is read and
+     * written under the GIL, and a loop not polling sees the queue first. */
+    if (threadsafe && self->polling_blocks) {
         ev_async_send(self->evloop, &self->wakeup);
     }
     return (PyObject *)h;

@@ -57,6 +57,7 @@ static int
 module_clear(PyObject *mod)
 {
     aioev_state *st = aioev_get_state(mod);
+    aioev_handle_freelist_clear(st);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
@@ -153,6 +154,7 @@ module_exec(PyObject *mod)
     st->wrap_stopiteration = Py_Version >= 0x030C0200;
 #endif
     st->empty_tuple = PyTuple_New(0);
+    st->freelist_on = 1;
     if (st->empty_tuple == NULL) {
         return -1;
     }

@@ -74,6 +74,8 @@ aioev_str_eq(PyObject *str, const char *ascii)
  * Module state
  * ------------------------------------------------------------------------ */
 
+#define AIOEV_FREELIST_MAX 256
+
 typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
@@ -109,6 +111,14 @@ typedef struct {
 
     PyObject *empty_tuple;
     uint64_t task_name_counter;
+
+    /* Freed Handle/TimerHandle memory kept for reuse (handle.c): saves
+     * the allocation and the GC's allocation count per call_soon. */
+    struct HandleObj *handle_free[AIOEV_FREELIST_MAX];
+    struct HandleObj *timer_free[AIOEV_FREELIST_MAX];
+    int handle_free_n;
+    int timer_free_n;
+    int freelist_on;           /* cleared once the module is torn down */
     /* set_exception(StopIteration) wraps it in a RuntimeError from 3.12.2
      * on (gh-112182), raises TypeError before: follows the running Python */
     int wrap_stopiteration;
@@ -150,11 +160,15 @@ PyType_GetName(PyTypeObject *tp)
 }
 #endif
 
-/* Module state from a (sub)instance of one of our heap types. */
+/* Module state from a (sub)instance of one of our heap types. Our own
+ * types carry the module directly; only subclasses need the MRO walk. */
 static inline aioev_state *
 aioev_state_from_type(PyTypeObject *tp)
 {
-    PyObject *mod = PyType_GetModuleByDef(tp, &aioev_module_def);
+    PyObject *mod = ((PyHeapTypeObject *)tp)->ht_module;
+    if (mod == NULL || PyModule_GetDef(mod) != &aioev_module_def) {
+        mod = PyType_GetModuleByDef(tp, &aioev_module_def);
+    }
     assert(mod != NULL);
     return aioev_get_state(mod);
 }
@@ -165,7 +179,7 @@ aioev_state_from_type(PyTypeObject *tp)
  * Handle (handle.c)
  * ------------------------------------------------------------------------ */
 
-typedef struct {
+typedef struct HandleObj {
     PyObject_HEAD
     PyObject *callback;
     PyObject *args;            /* tuple */
@@ -184,6 +198,7 @@ typedef struct {
 } TimerHandleObj;
 
 int aioev_handle_init_types(PyObject *mod, aioev_state *st);
+void aioev_handle_freelist_clear(aioev_state *st);
 HandleObj *aioev_handle_new(aioev_state *st, PyTypeObject *tp,
                             PyObject *loop, PyObject *callback,
                             PyObject *args, PyObject *context);
