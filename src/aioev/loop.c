@@ -487,6 +487,7 @@ run_once(LoopObj *self)
     /* A non-blocking poll can only report fd events: without watched fds
      * there is nothing to learn (call_soon_threadsafe queues directly),
      * so the syscall is skipped. */
+    self->wakeup_sent = 0;
     if (flags == EVRUN_ONCE || self->fds_count) {
         ev_run(self->evloop, flags);
     }
@@ -719,7 +720,8 @@ call_soon_impl(LoopObj *self, const char *fname, PyObject *const *args,
     }
     /* Only a loop blocked in its poll needs waking: its flag is read and
      * written under the GIL, and a loop not polling sees the queue first. */
-    if (threadsafe && self->polling_blocks) {
+    if (threadsafe && self->polling_blocks && !self->wakeup_sent) {
+        self->wakeup_sent = 1;
         ev_async_send(self->evloop, &self->wakeup);
     }
     return (PyObject *)h;

@@ -62,6 +62,7 @@ struct LoopObj {
     int closed;
     int debug;
     int polling_blocks;        /* release the GIL only if we may sleep */
+    int wakeup_sent;           /* ev_async_send done for this poll */
 };
 
 /* io.c */
