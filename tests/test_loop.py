@@ -1258,3 +1258,46 @@ def test_exception_handler_raising_during_gc(loop, caplog):
         gc.collect()
     msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert any("Unhandled error in exception handler" in m for m in msgs)
+
+
+# -- garbage collection of queued handles (aioev keeps them untracked) ------
+
+def test_dropped_loop_with_cyclic_pending_callback_is_collected(aioev):
+    import gc
+    import warnings
+    import weakref
+
+    class Owner:
+        def cb(self):
+            pass
+
+    loop = aioev.new_event_loop()
+    owner = Owner()
+    owner.loop = loop
+    owner.handle = loop.call_soon(owner.cb)          # shared with owner
+    owner.timer = loop.call_later(3600, owner.cb)
+    loop.call_soon(owner.cb)                         # owned by the loop only
+    refs = weakref.ref(owner), weakref.ref(loop)
+    del owner, loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+        gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_handle_held_by_user_survives_collection_of_its_loop(aioev):
+    import gc
+
+    seen = []
+    loop = aioev.new_event_loop()
+    handle = loop.call_soon(seen.append, "ran")
+    gc.collect()
+    assert not handle.cancelled()
+    assert handle._callback is not None
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["ran"]
+    loop.close()
+    handle.cancel()
+    assert handle.cancelled()

@@ -7,8 +7,8 @@
  * Helpers
  * ------------------------------------------------------------------------ */
 
-/* Returns a new Handle (or TimerHandle if tp says so). The args tuple and
- * context are taken as new references. */
+/* Returns a new, not yet GC-tracked Handle (or TimerHandle if tp says
+ * so). The args tuple and context are taken as new references. */
 HandleObj *
 aioev_handle_new(aioev_state *st, PyTypeObject *tp, PyObject *loop,
                  PyObject *callback, PyObject *args, PyObject *context)
@@ -41,7 +41,8 @@ aioev_handle_new(aioev_state *st, PyTypeObject *tp, PyObject *loop,
         t->when = 0.0;
         t->scheduled = 0;
     }
-    PyObject_GC_Track(h);
+    /* Left untracked: a handle queued on our loop is owned by the loop,
+     * which tracks it once it leaves the queue still shared (loop.c). */
     return h;
 }
 

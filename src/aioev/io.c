@@ -226,6 +226,9 @@ add_impl(LoopObj *loop, int writer, const char *fname, PyObject *const *args,
     }
     h = aioev_handle_new(st, st->HandleType, (PyObject *)loop, args[1],
                          tuple, ctx);
+    if (h != NULL) {
+        PyObject_GC_Track(h);  /* outlives any one queueing */
+    }
     if (h == NULL || io_set_side(loop, fd, writer, h) < 0) {
         goto error;
     }

@@ -61,6 +61,20 @@ aioev_loop_enqueue(LoopObj *self, int kind, PyObject *a, PyObject *b,
     return 0;
 }
 
+/* Drops the loop's reference to a handle it queued untracked: one that
+ * someone else still holds is GC-tracked from now on, so cycles through
+ * it can be found. While queued it needs no tracking: the loop owns it
+ * and its referents are in use. This keeps queued handles out of the
+ * young generation the collector walks on every allocation burst. */
+static inline void
+release_handle(PyObject *h)
+{
+    if (Py_REFCNT(h) > 1 && !PyObject_GC_IsTracked(h)) {
+        PyObject_GC_Track(h);
+    }
+    Py_DECREF(h);
+}
+
 static void
 ready_pop(LoopObj *self, ready_item *out)
 {
@@ -75,7 +89,12 @@ ready_clear(LoopObj *self)
     ready_item it;
     while (self->ready_len) {
         ready_pop(self, &it);
-        Py_DECREF(it.a);
+        if (it.kind == READY_HANDLE) {
+            release_handle(it.a);
+        }
+        else {
+            Py_DECREF(it.a);
+        }
         Py_XDECREF(it.b);
         Py_XDECREF(it.c);
     }
@@ -179,7 +198,7 @@ timers_purge(LoopObj *self)
             TimerHandleObj *t = self->timers[i].handle;
             if (t->base.cancelled) {
                 t->scheduled = 0;
-                Py_DECREF(t);
+                release_handle((PyObject *)t);
             }
             else {
                 self->timers[j++] = self->timers[i];
@@ -195,7 +214,7 @@ timers_purge(LoopObj *self)
     while (self->timers_len && self->timers[0].handle->base.cancelled) {
         TimerHandleObj *t = heap_pop(self);
         self->timers_cancelled--;
-        Py_DECREF(t);
+        release_handle((PyObject *)t);
     }
 }
 
@@ -204,7 +223,7 @@ timers_clear(LoopObj *self)
 {
     while (self->timers_len) {
         TimerHandleObj *t = heap_pop(self);
-        Py_DECREF(t);
+        release_handle((PyObject *)t);
     }
     self->timers_cancelled = 0;
 }
@@ -508,10 +527,10 @@ run_once(LoopObj *self)
         }
         else if (aioev_loop_enqueue(self, READY_HANDLE, (PyObject *)t, NULL,
                                     NULL) < 0) {
-            Py_DECREF(t);
+            release_handle((PyObject *)t);
             return -1;
         }
-        Py_DECREF(t);
+        release_handle((PyObject *)t);
     }
 
     /* Items queued by these callbacks wait for the next iteration. */
@@ -526,7 +545,12 @@ run_once(LoopObj *self)
         else {
             rc = run_item(self, &it);
         }
-        Py_DECREF(it.a);
+        if (it.kind == READY_HANDLE) {
+            release_handle(it.a);
+        }
+        else {
+            Py_DECREF(it.a);
+        }
         Py_XDECREF(it.b);
         Py_XDECREF(it.c);
         if (rc < 0) {
@@ -1109,8 +1133,80 @@ loop_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    self->next_loop = self->state->loops;
+    if (self->next_loop != NULL) {
+        self->next_loop->prev_loop = self;
+    }
+    self->state->loops = self;
     return (PyObject *)self;
 }
+
+/* An untracked handle only the loop holds is part of the loop for the
+ * collector: its references are visited as the loop's own, so a dropped
+ * loop in a cycle through a pending callback can still be collected.
+ * A shared untracked one counts as an outside reference, which only
+ * delays collection: gc_hook tracks it before the next full collection,
+ * and the loop tracks it once it runs. */
+static int
+visit_handle(PyObject *h, visitproc visit, void *arg)
+{
+    if (PyObject_GC_IsTracked(h)) {
+        Py_VISIT(h);
+        return 0;
+    }
+    if (Py_REFCNT(h) == 1) {
+        HandleObj *hd = (HandleObj *)h;
+        Py_VISIT(hd->callback);
+        Py_VISIT(hd->args);
+        Py_VISIT(hd->context);
+        Py_VISIT(hd->loop);
+        Py_VISIT(hd->source_tb);
+        Py_VISIT(hd->repr_cache);
+    }
+    return 0;
+}
+
+static void
+track_if_shared(PyObject *h)
+{
+    if (Py_REFCNT(h) > 1 && !PyObject_GC_IsTracked(h)) {
+        PyObject_GC_Track(h);
+    }
+}
+
+/* Runs from gc.callbacks when a full collection starts, with none in
+ * progress: the only safe moment to track a handle. Full collections
+ * only, so its walk over the queues stays rare. */
+static PyObject *
+gc_hook(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || !aioev_str_eq(args[0], "start")
+        || !PyDict_Check(args[1])) {
+        Py_RETURN_NONE;
+    }
+    PyObject *gen = PyDict_GetItemString(args[1], "generation");  /* borrowed */
+    if (gen == NULL || PyLong_AsLong(gen) != 2) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    for (LoopObj *l = aioev_get_state(mod)->loops; l; l = l->next_loop) {
+        for (size_t i = 0; i < l->ready_len; i++) {
+            ready_item *it =
+                &l->ready[(l->ready_head + i) & (l->ready_cap - 1)];
+            if (it->kind == READY_HANDLE) {
+                track_if_shared(it->a);
+            }
+        }
+        for (size_t i = 0; i < l->timers_len; i++) {
+            track_if_shared((PyObject *)l->timers[i].handle);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef aioev_gc_hook_def = {
+    "_gc_hook", (PyCFunction)(void (*)(void))gc_hook, METH_FASTCALL,
+    "gc.callbacks entry: track queued handles that became shared."};
 
 static int
 loop_traverse(LoopObj *self, visitproc visit, void *arg)
@@ -1119,12 +1215,24 @@ loop_traverse(LoopObj *self, visitproc visit, void *arg)
     for (size_t i = 0; i < self->ready_len; i++) {
         ready_item *it =
             &self->ready[(self->ready_head + i) & (self->ready_cap - 1)];
-        Py_VISIT(it->a);
+        if (it->kind == READY_HANDLE) {
+            int rc = visit_handle(it->a, visit, arg);
+            if (rc) {
+                return rc;
+            }
+        }
+        else {
+            Py_VISIT(it->a);
+        }
         Py_VISIT(it->b);
         Py_VISIT(it->c);
     }
     for (size_t i = 0; i < self->timers_len; i++) {
-        Py_VISIT(self->timers[i].handle);
+        int rc = visit_handle((PyObject *)self->timers[i].handle, visit,
+                              arg);
+        if (rc) {
+            return rc;
+        }
     }
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
@@ -1147,6 +1255,15 @@ loop_dealloc(LoopObj *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (self->prev_loop != NULL) {
+        self->prev_loop->next_loop = self->next_loop;
+    }
+    else if (self->state != NULL && self->state->loops == self) {
+        self->state->loops = self->next_loop;
+    }
+    if (self->next_loop != NULL) {
+        self->next_loop->prev_loop = self->prev_loop;
+    }
     if (tp->tp_weaklistoffset) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }

@@ -54,6 +54,8 @@ struct LoopObj {
     PyObject *current_handle;
     PyObject *task_factory;
     aioev_state *state;        /* cached: subclasses make lookups slow */
+    LoopObj *next_loop;        /* module's list of live loops (gc hook) */
+    LoopObj *prev_loop;
     double slow_callback_duration;
     double clock_resolution;
     unsigned long thread_id;   /* of run_forever; 0 when not running */

@@ -158,6 +158,15 @@ module_exec(PyObject *mod)
     if (st->empty_tuple == NULL) {
         return -1;
     }
+    /* gc.callbacks.append(_gc_hook) */
+    PyObject *hook = PyCFunction_NewEx(&aioev_gc_hook_def, mod, NULL);
+    PyObject *cbs = hook ? import_attr("gc", "callbacks") : NULL;
+    int rc = cbs ? PyList_Append(cbs, hook) : -1;
+    Py_XDECREF(hook);
+    Py_XDECREF(cbs);
+    if (rc < 0) {
+        return -1;
+    }
     if (aioev_handle_init_types(mod, st) < 0
         || aioev_future_init_types(mod, st) < 0
         || aioev_task_init_types(mod, st) < 0

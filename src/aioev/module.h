@@ -119,6 +119,7 @@ typedef struct {
     int handle_free_n;
     int timer_free_n;
     int freelist_on;           /* cleared once the module is torn down */
+    struct LoopObj *loops;     /* live loops, for the collector hook */
     /* set_exception(StopIteration) wraps it in a RuntimeError from 3.12.2
      * on (gh-112182), raises TypeError before: follows the running Python */
     int wrap_stopiteration;
@@ -219,6 +220,10 @@ enum {
 };
 
 typedef struct LoopObj LoopObj;
+
+/* gc.callbacks hook: before a collection, handles the loops queued
+ * untracked but that are now shared get tracked (loop.c). */
+extern PyMethodDef aioev_gc_hook_def;
 
 int aioev_loop_init_type(PyObject *mod, aioev_state *st);
 int aioev_is_loop(aioev_state *st, PyObject *obj);
