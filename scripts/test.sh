@@ -189,8 +189,17 @@ run_refleak() {
         --require-debug
 }
 
+# CPython's suite on the debug interpreter: its refcount tests run there,
+# and CPython's own asserts watch our reference and GC handling. Run from
+# .venv-dbg so the source tree's release build cannot shadow the debug one.
+run_cpython_dbg() {
+    (cd "$ROOT/.venv-dbg" && PYTHONPATH=$ROOT/.venv-dbg/site "$DBG_PY" \
+        "$ROOT/tests/cpython/run.py")
+}
+
 export ROOT DBG_PY
-export -f build_in_venv run_pytest run_cpython_tests build_debug run_refleak
+export -f build_in_venv run_pytest run_cpython_tests build_debug run_refleak \
+    run_cpython_dbg
 
 # ------------------------------------------------------------------- setup
 
@@ -228,6 +237,8 @@ sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"],
         dbg_pkgs+=(python3-dbg python3-dev)
     "$DBG_PY" -c 'import setuptools' 2>/dev/null ||
         dbg_pkgs+=(python3-setuptools)
+    "$DBG_PY" -c 'import test.test_asyncio' 2>/dev/null ||
+        dbg_pkgs+=("lib$(_debian_pkg_for "$DBG_PY" testsuite)")
     if [ ${#dbg_pkgs[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt_install "${dbg_pkgs[@]}"
     fi
@@ -318,6 +329,7 @@ if [ -n "${AIOEV_SKIP_REFLEAK:-}" ]; then
     record "refleak ($DBG_PY)" SKIP 0 "AIOEV_SKIP_REFLEAK is set"
 elif stage "build for $DBG_PY (.venv-dbg)" 240 cmd build_debug; then
     stage "refleak ($DBG_PY)" 180 cmd run_refleak
+    stage "cpython tests ($DBG_PY)" 240 cmd run_cpython_dbg
 else
     record "refleak ($DBG_PY)" FAIL 0 "not run: build failed"
 fi
