@@ -7,6 +7,8 @@ Usage::
     python benchmarks/micro.py --quick         # ~30 s smoke run
     python benchmarks/micro.py --rounds 9 --bench call_soon,sleep0
     python benchmarks/micro.py --list
+    python benchmarks/micro.py --replot        # redo micro.rst + micro.png
+                                               # from results/micro.json
 
 How it measures:
 
@@ -23,7 +25,8 @@ How it measures:
 
 Outputs: a plain-text table on stdout, ``benchmarks/results/micro.json``,
 ``benchmarks/results/micro.rst`` and (if matplotlib is importable)
-``benchmarks/micro.png``.  ``--quick`` writes ``*_quick`` files instead and
+``benchmarks/micro.png`` (top: each loop relative to asyncio; bottom:
+aioev / uvloop against each row's target).  ``--quick`` writes ``*_quick`` files instead and
 no chart, so a smoke run never overwrites real results.
 """
 
@@ -546,10 +549,14 @@ def rst_table(header, body):
 
 
 def write_chart(rows, loops, path, meta):
+    """Two panels: top, every loop's speed relative to stock asyncio; bottom,
+    aioev / uvloop per benchmark against that benchmark's target."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
     except Exception as e:
         print("(no chart: matplotlib not importable: %s)" % e)
         return False
@@ -559,32 +566,131 @@ def write_chart(rows, loops, path, meta):
         print("(no chart: no asyncio baseline)")
         return False
     labels = [r["label"] for r in rows]
+    xs0 = list(range(len(rows)))
     colors = {"asyncio": "#9e9e9e", "uvloop": "#4c72b0", "aioev": "#dd8452"}
-    fig, ax = plt.subplots(figsize=(11, 5))
+    has_uv = any(r.get("aioev_vs_uvloop") for r in rows)
+    fig, axes = plt.subplots(
+        2 if has_uv else 1, 1, figsize=(12, 9 if has_uv else 5.2),
+        sharex=True, squeeze=False,
+        gridspec_kw={"height_ratios": [1.15, 1]} if has_uv else None)
+    ax = axes[0][0]
+
+    # Top: speed relative to asyncio, one bar per loop.
     w = 0.8 / len(shown)
+    top = 1.0
     for i, ln in enumerate(shown):
         vals = []
         for r in rows:
             base = (r["loops"].get("asyncio") or {}).get("median")
             v = (r["loops"].get(ln) or {}).get("median")
             vals.append(v / base if v and base else 0)
-        xs = [k + (i - (len(shown) - 1) / 2) * w for k in range(len(rows))]
-        bars = ax.bar(xs, vals, w, label=ln, color=colors.get(ln))
-        for b, v in zip(bars, vals):
+        top = max([top] + vals)
+        xs = [k + (i - (len(shown) - 1) / 2) * w for k in xs0]
+        bars = ax.bar(xs, vals, w, label=ln, color=colors.get(ln),
+                      edgecolor="white", linewidth=0.5)
+        if ln == "asyncio":
+            continue  # always 1.0: the baseline line says it
+        for bar, v in zip(bars, vals):
             if v:
-                ax.text(b.get_x() + b.get_width() / 2, b.get_height(),
-                        "%.1f" % v, ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=9)
-    ax.set_ylabel("speed relative to asyncio (median ops/s, CPU time)")
-    ax.axhline(1.0, color="black", linewidth=0.6)
-    ax.set_title("Event loop micro-benchmarks (higher is better); Python %s, "
-                 "%d rounds" % (meta["python"], meta["rounds"]))
-    ax.legend()
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(),
+                        "%.1f" % v, ha="center", va="bottom", fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.7)
+    ax.set_ylim(0, top * 1.12)
+    ax.set_ylabel("x faster than asyncio")
+    ax.set_title("Speed relative to stock asyncio (higher is better)",
+                 fontsize=11)
+    ax.legend(loc="best", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+    # Bottom: aioev / uvloop with each row's target.
+    if has_uv:
+        ax2 = axes[1][0]
+        ratios = [r.get("aioev_vs_uvloop") or 0 for r in rows]
+        okc, missc = "#55a868", "#c44e52"
+        cols = [okc if r.get("status") == "PASS" else missc for r in rows]
+        bars = ax2.bar(xs0, ratios, 0.6, color=cols, edgecolor="white")
+        ymax = max(ratios + [r["target"] for r in rows]) * 1.15
+        ax2.set_ylim(0, ymax)
+        for k, (bar, r) in enumerate(zip(bars, rows)):
+            if not r.get("aioev_vs_uvloop"):
+                continue
+            # Above the bar; lifted above the target line when the bar ends
+            # just under it, so the label never sits on the dashed line.
+            h, t = bar.get_height(), r["target"]
+            y = t if 0 <= t - h < 0.09 * ymax else h
+            ax2.text(bar.get_x() + bar.get_width() / 2, y + 0.01 * ymax,
+                     "%.2fx" % r["aioev_vs_uvloop"], ha="center",
+                     va="bottom", fontsize=9.5, fontweight="bold")
+            ax2.hlines(r["target"], k - 0.42, k + 0.42, colors="black",
+                       linestyles="dashed", linewidth=1.4)
+        ax2.axhline(1.0, color="#4c72b0", linewidth=1.0)
+        ax2.set_ylabel("aioev / uvloop")
+        ax2.set_title("aioev relative to uvloop, against the target",
+                      fontsize=11)
+        ax2.legend(handles=[
+            Patch(color=okc, label="meets target"),
+            Patch(color=missc, label="misses target"),
+            Line2D([], [], color="black", linestyle="dashed",
+                   label="target (2x or 1.5x)"),
+            Line2D([], [], color="#4c72b0", label="uvloop = 1")],
+            loc="best", fontsize=9)
+        ax2.grid(axis="y", alpha=0.3)
+        ax2.set_axisbelow(True)
+    last = axes[-1][0]
+    last.set_xticks(xs0)
+    last.set_xticklabels(labels, rotation=20, ha="right", fontsize=9.5)
+    vers = ", ".join("%s %s" % (ln, (meta.get("loops") or {}).get(ln, {})
+                                .get("version", "?")) for ln in shown)
+    fig.suptitle("Event-loop micro-benchmarks: median ops per CPU-second, "
+                 "%d interleaved rounds\n%s; %s (%s cores); git %s; %s"
+                 % (meta["rounds"], vers, meta.get("cpu", "?"),
+                    meta.get("ncpu", "?"), meta.get("git") or "?",
+                    meta.get("date", "")), fontsize=10.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def write_rst(rpath, rows, loops, unavailable, meta):
+    infos = meta.get("loops") or {}
+    rh, rb = table_rows(rows, loops, unavailable, with_spread=False)
+    with open(rpath, "w") as f:
+        f.write(".. generated by benchmarks/micro.py on %s\n\n"
+                % meta["date"])
+        f.write(rst_table(rh, rb) + "\n\n")
+        f.write("Median operations per CPU-second over %d interleaved "
+                "rounds; Python %s; %s (%s cores); %s.\n"
+                % (meta["rounds"], meta["python"], meta["cpu"], meta["ncpu"],
+                   ", ".join("%s %s" % (ln, infos[ln].get("version", "?"))
+                             for ln in loops if ln in infos)))
+
+
+def replot(jpath, no_chart=False):
+    """Rebuild micro.rst (next to the JSON) and benchmarks/micro.png from a
+    saved micro.json, without running anything."""
+    with open(jpath) as f:
+        data = json.load(f)
+    meta, rows = data["meta"], data["rows"]
+    loops = meta.get("loop_order") or (list(rows[0]["loops"]) if rows
+                                       else list(LOOPS))
+    unavailable = meta.get("unavailable") or {}
+    header, body = table_rows(rows, loops, unavailable)
+    print("Median ops per CPU-second over %d interleaved rounds "
+          "(±MAD%%), Python %s, %s; %s, git %s (replotted from %s)"
+          % (meta["rounds"], meta["python"], meta["cpu"], meta["date"],
+             meta.get("git"), _show(jpath)))
+    print(text_table(header, body))
+    base = os.path.splitext(jpath)[0]
+    rpath = base + ".rst"
+    write_rst(rpath, rows, loops, unavailable, meta)
+    print("wrote %s" % _show(rpath))
+    if not meta.get("quick") and not no_chart:
+        png = os.path.join(HERE, "micro.png")
+        if write_chart(rows, loops, png, meta):
+            print("wrote %s" % _show(png))
+    return 0
 
 
 def main(argv=None):
@@ -617,11 +723,20 @@ def main(argv=None):
                          "(default benchmarks/results)")
     ap.add_argument("--list", action="store_true",
                     help="list benchmarks and exit")
+    ap.add_argument("--replot", nargs="?", const="", metavar="JSON",
+                    help="run nothing: rebuild micro.rst and micro.png from "
+                         "a saved micro.json (default "
+                         "benchmarks/results/micro.json)")
     args = ap.parse_args(argv)
 
     if args.worker:
         bench, loopname = args.worker
         return worker(bench, loopname, args.n or 1000, args.inner or 1)
+
+    if args.replot is not None:
+        return replot(args.replot or os.path.join(args.outdir or RESULTS,
+                                                  "micro.json"),
+                      args.no_chart)
 
     if args.list:
         for name, (fn, n, target, label) in BENCHES.items():
@@ -720,7 +835,7 @@ def _drive(args, benches, loops, rounds, inner, scale, sizes):
         "ncpu": os.cpu_count(),
         "rounds": rounds, "inner": inner, "scale": scale,
         "sizes": sizes, "quick": args.quick,
-        "loops": infos, "unavailable": unavailable,
+        "loops": infos, "unavailable": unavailable, "loop_order": loops,
         "elapsed_s": round(elapsed, 1),
         "git": _git_rev(),
         "aioev_core_builds": builds,
@@ -743,16 +858,7 @@ def _drive(args, benches, loops, rounds, inner, scale, sizes):
                    "errors": {"%s/%s" % k: v for k, v in errors.items()}},
                   f, indent=2)
     rpath = os.path.join(outdir, "micro%s.rst" % suffix)
-    rh, rb = table_rows(rows, loops, unavailable, with_spread=False)
-    with open(rpath, "w") as f:
-        f.write(".. generated by benchmarks/micro.py on %s\n\n"
-                % meta["date"])
-        f.write(rst_table(rh, rb) + "\n\n")
-        f.write("Median operations per CPU-second over %d interleaved "
-                "rounds; Python %s; %s (%s cores); %s.\n"
-                % (rounds, meta["python"], meta["cpu"], meta["ncpu"],
-                   ", ".join("%s %s" % (ln, infos[ln].get("version", "?"))
-                             for ln in loops if ln in infos)))
+    write_rst(rpath, rows, loops, unavailable, meta)
     print("wrote %s\nwrote %s" % (_show(jpath), _show(rpath)))
     if not args.quick and not args.no_chart:
         png = os.path.join(HERE, "micro.png")

@@ -356,7 +356,9 @@ static PyType_Spec handle_spec = {
 
 static PyType_Slot timer_slots[] = {
     {Py_tp_doc, "Object returned by timed callback registration methods."},
+    {Py_tp_dealloc, handle_dealloc},  /* not subtype_dealloc's detour */
     {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
     {Py_tp_methods, timer_methods},
     {Py_tp_getset, timer_getset},
     {Py_tp_richcompare, timer_richcompare},

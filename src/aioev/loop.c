@@ -105,10 +105,26 @@ ready_clear(LoopObj *self)
  * strong reference to each entry.
  * ------------------------------------------------------------------------ */
 
+/* Integer keys compare without branches: the sift loops below pick a
+ * child by arithmetic, which matters as timer order is unpredictable. */
 static inline int
 timer_less(const timer_entry *x, const timer_entry *y)
 {
-    return x->when < y->when || (x->when == y->when && x->seq < y->seq);
+    return (x->when < y->when) | ((x->when == y->when) & (x->seq < y->seq));
+}
+
+/* Loop time in seconds -> heap key. NaN and huge values sort last. */
+static inline uint64_t
+when_key(double when)
+{
+    double ns = when * 1e9;
+    if (!(ns < 9.2e18)) {
+        return UINT64_MAX;
+    }
+    if (ns < -9.2e18) {
+        return 0;
+    }
+    return (uint64_t)(int64_t)ns ^ (UINT64_C(1) << 63);
 }
 
 static void
@@ -136,9 +152,9 @@ heap_down(LoopObj *self, size_t i)
         if (child >= n) {
             break;
         }
-        if (child + 1 < n
-            && timer_less(&self->timers[child + 1], &self->timers[child])) {
-            child++;
+        if (child + 1 < n) {
+            child += timer_less(&self->timers[child + 1],
+                                &self->timers[child]);
         }
         if (!timer_less(&self->timers[child], &e)) {
             break;
@@ -164,7 +180,7 @@ heap_push(LoopObj *self, TimerHandleObj *t)
         self->timers_cap = cap;
     }
     timer_entry *e = &self->timers[self->timers_len++];
-    e->when = t->when;
+    e->when = when_key(t->when);
     e->seq = self->timer_seq++;
     e->handle = (TimerHandleObj *)Py_NewRef(t);
     t->scheduled = 1;
@@ -172,15 +188,27 @@ heap_push(LoopObj *self, TimerHandleObj *t)
     return 0;
 }
 
-/* Removes and returns the earliest timer (a strong reference). */
+/* Removes and returns the earliest timer (a strong reference). The hole
+ * at the top goes down to a leaf along the smaller children, then the
+ * last entry is sifted up from there (as heapq does): one comparison per
+ * level instead of two, since the last entry usually belongs low. */
 static TimerHandleObj *
 heap_pop(LoopObj *self)
 {
     TimerHandleObj *top = self->timers[0].handle;
-    self->timers_len--;
-    if (self->timers_len) {
-        self->timers[0] = self->timers[self->timers_len];
-        heap_down(self, 0);
+    size_t n = --self->timers_len;
+    if (n) {
+        timer_entry *a = self->timers;
+        size_t i = 0, child;
+        while ((child = 2 * i + 1) < n) {
+            if (child + 1 < n) {
+                child += timer_less(&a[child + 1], &a[child]);
+            }
+            a[i] = a[child];
+            i = child;
+        }
+        a[i] = a[n];
+        heap_up(self, i);
     }
     top->scheduled = 0;
     return top;
@@ -487,7 +515,7 @@ run_once(LoopObj *self)
         flags = EVRUN_NOWAIT;
     }
     else if (self->timers_len) {
-        double delay = self->timers[0].when - monotonic_now();
+        double delay = self->timers[0].handle->when - monotonic_now();
         if (delay <= 0) {
             flags = EVRUN_NOWAIT;
         }
@@ -518,8 +546,8 @@ run_once(LoopObj *self)
         return -1;
     }
 
-    double end = self->timers_len ? monotonic_now() + self->clock_resolution
-                                  : 0.0;
+    uint64_t end = self->timers_len
+        ? when_key(monotonic_now() + self->clock_resolution) : 0;
     while (self->timers_len && self->timers[0].when < end) {
         TimerHandleObj *t = heap_pop(self);
         if (t->base.cancelled) {

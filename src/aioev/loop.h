@@ -12,9 +12,10 @@ typedef struct {
     PyObject *a, *b, *c;
 } ready_item;
 
-/* Heap keys are copied in so sifting does not touch the handles. */
+/* Heap keys are copied in so sifting does not touch the handles: `when`
+ * in nanoseconds, biased to sort as unsigned, then the call order. */
 typedef struct {
-    double when;
+    uint64_t when;
     uint64_t seq;
     TimerHandleObj *handle;
 } timer_entry;
