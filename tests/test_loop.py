@@ -1301,3 +1301,22 @@ def test_handle_held_by_user_survives_collection_of_its_loop(aioev):
     loop.close()
     handle.cancel()
     assert handle.cancelled()
+
+
+def test_handle_context_kept_by_user_after_run(aioev):
+    import contextvars
+    import gc
+
+    var = contextvars.ContextVar("var", default="unset")
+    loop = aioev.new_event_loop()
+    handles = [loop.call_soon(var.set, i) for i in range(3)]
+    contexts = [h._context for h in handles[:2]]     # shared before the run
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    contexts.append(handles[2]._context)             # shared after the run
+    del handles
+    gc.collect()
+    # Each callback ran in its own copy, and the caller's context is clean.
+    assert [ctx[var] for ctx in contexts] == [0, 1, 2]
+    assert var.get() == "unset"
+    loop.close()

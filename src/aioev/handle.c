@@ -84,6 +84,18 @@ aioev_handle_run(HandleObj *h)
 }
 
 void
+aioev_handle_track(PyObject *obj)
+{
+    HandleObj *h = (HandleObj *)obj;
+    if (!PyObject_GC_IsTracked(obj)) {
+        PyObject_GC_Track(obj);
+    }
+    if (h->context != NULL && !PyObject_GC_IsTracked(h->context)) {
+        PyObject_GC_Track(h->context);
+    }
+}
+
+void
 aioev_handle_freelist_clear(aioev_state *st)
 {
     st->freelist_on = 0;
@@ -117,6 +129,11 @@ handle_clear(HandleObj *h)
 {
     Py_CLEAR(h->callback);
     Py_CLEAR(h->args);
+    /* Contexts expect to be tracked when they die (context_tp_dealloc
+     * untracks unconditionally): re-track the loop's untracked copy. */
+    if (h->context != NULL && !PyObject_GC_IsTracked(h->context)) {
+        PyObject_GC_Track(h->context);
+    }
     Py_CLEAR(h->context);
     Py_CLEAR(h->loop);
     Py_CLEAR(h->source_tb);
@@ -189,7 +206,15 @@ handle_cancelled(HandleObj *h, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_get_context(HandleObj *h, PyObject *Py_UNUSED(ignored))
 {
+    /* Once shared, the handle and its context are tracked as usual. */
+    aioev_handle_track((PyObject *)h);
     return Py_NewRef(h->context);
+}
+
+static PyObject *
+handle_get_context_attr(HandleObj *h, void *c)
+{
+    return handle_get_context(h, NULL);
 }
 
 static PyObject *
@@ -316,6 +341,7 @@ static PyGetSetDef handle_getset[] = {
     {"_args", (getter)handle_get_args, NULL, NULL, NULL},
     {"_source_traceback", (getter)handle_get_source_tb, NULL, NULL, NULL},
     {"_cancelled", (getter)handle_get_cancelled_attr, NULL, NULL, NULL},
+    {"_context", (getter)handle_get_context_attr, NULL, NULL, NULL},
     {NULL}
 };
 
@@ -327,7 +353,6 @@ static PyGetSetDef timer_getset[] = {
 
 static PyMemberDef handle_members[] = {
     {"_loop", T_OBJECT, offsetof(HandleObj, loop), READONLY, NULL},
-    {"_context", T_OBJECT, offsetof(HandleObj, context), READONLY, NULL},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(HandleObj, weakreflist),
      READONLY, NULL},
     {NULL}

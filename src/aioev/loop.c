@@ -62,15 +62,16 @@ aioev_loop_enqueue(LoopObj *self, int kind, PyObject *a, PyObject *b,
 }
 
 /* Drops the loop's reference to a handle it queued untracked: one that
- * someone else still holds is GC-tracked from now on, so cycles through
- * it can be found. While queued it needs no tracking: the loop owns it
- * and its referents are in use. This keeps queued handles out of the
- * young generation the collector walks on every allocation burst. */
+ * someone else still holds is GC-tracked from now on (with the context
+ * copy made for it), so cycles through it can be found. While queued it
+ * needs no tracking: the loop owns it and its referents are in use. This
+ * keeps queued handles and their contexts out of the young generation
+ * the collector walks on every allocation burst. */
 static inline void
 release_handle(PyObject *h)
 {
     if (Py_REFCNT(h) > 1 && !PyObject_GC_IsTracked(h)) {
-        PyObject_GC_Track(h);
+        aioev_handle_track(h);
     }
     Py_DECREF(h);
 }
@@ -723,6 +724,9 @@ make_handle(LoopObj *self, PyTypeObject *tp, const char *fname,
         if (ctx == NULL) {
             goto error;
         }
+        /* Our private copy goes untracked with its handle: see
+         * release_handle(). */
+        PyObject_GC_UnTrack(ctx);
     }
     else {
         ctx = Py_NewRef(context);
@@ -1198,7 +1202,7 @@ static void
 track_if_shared(PyObject *h)
 {
     if (Py_REFCNT(h) > 1 && !PyObject_GC_IsTracked(h)) {
-        PyObject_GC_Track(h);
+        aioev_handle_track(h);
     }
 }
 

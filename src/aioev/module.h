@@ -200,6 +200,9 @@ typedef struct {
 
 int aioev_handle_init_types(PyObject *mod, aioev_state *st);
 void aioev_handle_freelist_clear(aioev_state *st);
+/* GC-tracks an untracked handle and its context (loop.c queues both
+ * untracked while it owns them). */
+void aioev_handle_track(PyObject *h);
 HandleObj *aioev_handle_new(aioev_state *st, PyTypeObject *tp,
                             PyObject *loop, PyObject *callback,
                             PyObject *args, PyObject *context);
