@@ -62,7 +62,8 @@ def extension():
     else:
         cflags += ["-O2"]
     if os.environ.get("AIOEV_ASAN"):
-        cflags += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
+        cflags += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g",
+                   "-DAIOEV_NO_FREELIST"]
         ldflags += ["-fsanitize=address"]
     return Extension(
         "aioev._core",

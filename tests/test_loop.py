@@ -1320,3 +1320,83 @@ def test_handle_context_kept_by_user_after_run(aioev):
     assert [ctx[var] for ctx in contexts] == [0, 1, 2]
     assert var.get() == "unset"
     loop.close()
+
+
+# -- regressions found under ASan -------------------------------------------
+
+def test_timer_purge_survives_reentrant_scheduling(aioev):
+    """Dropping many cancelled timers runs their contexts' finalizers; one
+    that schedules a timer while the heap is compacted must not corrupt
+    it or lose the new timer."""
+    import contextvars
+
+    loop = aioev.new_event_loop()
+    var = contextvars.ContextVar("var")
+    fired, scheduled = [], []
+
+    class Reenter:
+        def __del__(self):
+            scheduled.append(1)
+            loop.call_later(0, fired.append, 1)
+
+    keep = []
+    for i in range(300):
+        if i % 3 == 0:
+            keep.append(loop.call_later(1000, fired.append, "never"))
+            continue
+        ctx = contextvars.Context()
+        ctx.run(var.set, Reenter() if i % 10 == 1 else None)
+        loop.call_later(1000, fired.append, "never", context=ctx).cancel()
+        del ctx
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert scheduled and len(fired) == len(scheduled)
+    assert "never" not in fired
+    for h in keep:
+        h.cancel()
+    loop.close()
+
+
+def test_remove_done_callback_when_eq_removes_the_callback(aioev):
+    loop = aioev.new_event_loop()
+    fut = loop.create_future()
+
+    class SelfRemover:
+        busy = False
+
+        def __call__(self, f):
+            pass
+
+        def __eq__(self, other):
+            if not self.busy:
+                self.busy = True
+                fut.remove_done_callback(self)   # drops the last reference
+            return NotImplemented
+
+    class Other:
+        def __call__(self, f):
+            pass
+
+        def __eq__(self, other):
+            return other is self
+
+    fut.add_done_callback(SelfRemover())
+    assert fut.remove_done_callback(Other()) == 0
+    assert fut._callbacks is None
+    fut.cancel()
+    loop.close()
+
+
+@pytest.mark.parametrize("name", ["Handle", "TimerHandle"])
+def test_handles_cannot_be_made_from_python(aioev, name):
+    from aioev import _core
+
+    cls = getattr(_core, name)
+    with pytest.raises(TypeError):
+        cls()
+    try:
+        class Sub(cls):
+            pass
+    except TypeError:
+        return      # not subclassable at all
+    with pytest.raises(TypeError):
+        Sub()

@@ -609,15 +609,19 @@ future_remove_done_callback(FutureObj *fut, PyObject *fn)
         return NULL;
     }
     if (fut->fut_callback0 != NULL) {
-        int eq = PyObject_RichCompareBool(fut->fut_callback0, fn, Py_EQ);
+        /* __eq__ may remove or replace callback0: compare our own ref. */
+        PyObject *cb0 = Py_NewRef(fut->fut_callback0);
+        int eq = PyObject_RichCompareBool(cb0, fn, Py_EQ);
         if (eq < 0) {
+            Py_DECREF(cb0);
             return NULL;
         }
-        if (eq) {
+        if (eq && fut->fut_callback0 == cb0) {
             Py_CLEAR(fut->fut_callback0);
             Py_CLEAR(fut->fut_context0);
             removed++;
         }
+        Py_DECREF(cb0);
     }
     if (fut->fut_callbacks == NULL) {
         return PyLong_FromSsize_t(removed);
@@ -1192,7 +1196,8 @@ static PyType_Slot futureiter_slots[] = {
 static PyType_Spec futureiter_spec = {
     .name = "aioev._core.FutureIter",
     .basicsize = sizeof(FutureIterObj),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = futureiter_slots,
 };
 

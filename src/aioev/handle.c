@@ -372,10 +372,12 @@ static PyType_Slot handle_slots[] = {
     {0, NULL},
 };
 
+/* Only the loop makes handles: object.__new__ would leave NULL fields. */
 static PyType_Spec handle_spec = {
     .name = "aioev._core.Handle",
     .basicsize = sizeof(HandleObj),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = handle_slots,
 };
 
@@ -394,7 +396,8 @@ static PyType_Slot timer_slots[] = {
 static PyType_Spec timer_spec = {
     .name = "aioev._core.TimerHandle",
     .basicsize = sizeof(TimerHandleObj),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = timer_slots,
 };
 

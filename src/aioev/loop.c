@@ -222,22 +222,33 @@ timers_purge(LoopObj *self)
 {
     if (self->timers_len > 100
         && self->timers_cancelled * 2 > self->timers_len) {
-        size_t j = 0;
+        /* Releasing a handle can run code (a __del__) that schedules
+         * timers: finish the heap first, release afterwards. */
+        TimerHandleObj **dropped = PyMem_Malloc(
+            self->timers_cancelled * sizeof(TimerHandleObj *));
+        if (dropped == NULL) {
+            return;  /* keep them: the top-only purge below still works */
+        }
+        size_t j = 0, ndropped = 0;
         for (size_t i = 0; i < self->timers_len; i++) {
             TimerHandleObj *t = self->timers[i].handle;
-            if (t->base.cancelled) {
+            if (t->base.cancelled && ndropped < self->timers_cancelled) {
                 t->scheduled = 0;
-                release_handle((PyObject *)t);
+                dropped[ndropped++] = t;
             }
             else {
                 self->timers[j++] = self->timers[i];
             }
         }
         self->timers_len = j;
-        self->timers_cancelled = 0;
+        self->timers_cancelled -= ndropped;
         for (size_t i = j / 2; i-- > 0;) {
             heap_down(self, i);
         }
+        for (size_t i = 0; i < ndropped; i++) {
+            release_handle((PyObject *)dropped[i]);
+        }
+        PyMem_Free(dropped);
         return;
     }
     while (self->timers_len && self->timers[0].handle->base.cancelled) {
@@ -745,6 +756,9 @@ make_handle(LoopObj *self, PyTypeObject *tp, const char *fname,
     }
 error:
     Py_XDECREF(tuple);
+    if (ctx != NULL && !PyObject_GC_IsTracked(ctx)) {
+        PyObject_GC_Track(ctx);  /* contexts die tracked (handle.c) */
+    }
     Py_XDECREF(ctx);
     return h;
 }

@@ -154,7 +154,9 @@ module_exec(PyObject *mod)
     st->wrap_stopiteration = Py_Version >= 0x030C0200;
 #endif
     st->empty_tuple = PyTuple_New(0);
-    st->freelist_on = 1;
+#ifndef AIOEV_NO_FREELIST
+    st->freelist_on = 1;  /* ASan builds go without: reuse hides misuse */
+#endif
     if (st->empty_tuple == NULL) {
         return -1;
     }

@@ -1068,7 +1068,8 @@ static PyType_Slot taskcb_slots[] = {
 static PyType_Spec taskcb_spec = {
     .name = "aioev._core.TaskCallback",
     .basicsize = sizeof(TaskCallbackObj),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = taskcb_slots,
 };
 
