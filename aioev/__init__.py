@@ -10,8 +10,14 @@ import asyncio as _asyncio
 import sys as _sys
 import warnings as _warnings
 
-from ._core import Future, Task, Handle, TimerHandle
+import collections.abc as _abc
+
+from ._core import Future, Task, Handle, TimerHandle, SockCoro as _SockCoro
 from ._loop import Loop
+
+# What loop.sock_*() return: awaitables that asyncio.iscoroutine() accepts,
+# so create_task(loop.sock_recv(...)) works as with asyncio's coroutines.
+_abc.Coroutine.register(_SockCoro)
 
 __version__ = "0.1.0.dev0"
 __all__ = ("Loop", "Future", "Task", "EventLoopPolicy", "new_event_loop",

@@ -13,13 +13,14 @@ import socket
 import sys
 import threading
 import warnings
-from asyncio import base_events, coroutines, events
+from asyncio import base_events, coroutines, events, unix_events
 
 from . import _core
 
 __all__ = ("Loop",)
 
 _Base = base_events.BaseEventLoop
+_Unix = unix_events._UnixSelectorEventLoop
 _NETWORK_MILESTONE = ("aioev {name}() is not implemented yet: networking "
                       "(sockets, transports, servers, pipes, subprocesses) "
                       "comes in a later release; use asyncio's default loop "
@@ -226,6 +227,32 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
                 base_events.logger.info("set_wakeup_fd(-1) failed: %s", exc)
         return True
 
+    # -- sockets: the sock_* I/O is in C (sock.c); names and files here -----
+
+    async def sock_connect(self, sock, address):
+        """Connect sock to a remote address, resolving names as asyncio
+        does (in the default executor, unless already numeric)."""
+        base_events._check_ssl_socket(sock)
+        if sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        if sock.family == socket.AF_INET or (
+                base_events._HAS_IPv6 and sock.family == socket.AF_INET6):
+            resolved = await self._ensure_resolved(
+                address, family=sock.family, type=sock.type,
+                proto=sock.proto, loop=self)
+            _, _, _, _, address = resolved[0]
+        return await self._sock_connect(sock, address)
+
+    _ensure_resolved = _Base._ensure_resolved
+    sock_sendfile = _Base.sock_sendfile
+    _sock_sendfile_fallback = _Base._sock_sendfile_fallback
+    _check_sendfile_params = _Base._check_sendfile_params
+    # os.sendfile driven by add_writer, asyncio's own Unix implementation
+    _sock_sendfile_native = _Unix._sock_sendfile_native
+    _sock_sendfile_native_impl = _Unix._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
+
     # -- networking: the next milestone -----------------------------------
 
     for _name in (
@@ -233,8 +260,6 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             "create_unix_server", "create_datagram_endpoint",
             "connect_accepted_socket", "connect_read_pipe",
             "connect_write_pipe", "subprocess_exec", "subprocess_shell",
-            "sendfile", "start_tls", "sock_recv", "sock_recv_into",
-            "sock_recvfrom", "sock_recvfrom_into", "sock_sendall",
-            "sock_sendto", "sock_connect", "sock_accept", "sock_sendfile"):
+            "sendfile", "start_tls"):
         locals()[_name] = _not_yet(_name)
     del _name

@@ -185,6 +185,24 @@ aioev_io_close_all(LoopObj *loop)
     }
 }
 
+int
+aioev_io_add(LoopObj *loop, int fd, int writer, HandleObj *h)
+{
+    if (check_pollable(fd) < 0) {
+        return -1;
+    }
+    return io_set_side(loop, fd, writer, h) < 0 ? -1 : 0;
+}
+
+int
+aioev_io_remove(LoopObj *loop, int fd, int writer)
+{
+    if (loop->closed) {
+        return 0;
+    }
+    return io_set_side(loop, fd, writer, NULL);
+}
+
 /* ------------------------------------------------------------------------
  * Methods (attached to Loop by loop.c)
  * ------------------------------------------------------------------------ */

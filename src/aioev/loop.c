@@ -904,8 +904,8 @@ loop_call_at(LoopObj *self, PyObject *const *args, size_t nargsf,
  * Futures and tasks
  * ------------------------------------------------------------------------ */
 
-static PyObject *
-loop_create_future(LoopObj *self, PyObject *Py_UNUSED(ignored))
+PyObject *
+aioev_loop_new_future(LoopObj *self)
 {
     aioev_state *st = self->state;
     FutureObj *fut = PyObject_GC_New(FutureObj, st->FutureType);
@@ -920,6 +920,12 @@ loop_create_future(LoopObj *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     return (PyObject *)fut;
+}
+
+static PyObject *
+loop_create_future(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return aioev_loop_new_future(self);
 }
 
 PyDoc_STRVAR(create_task_doc,
@@ -985,7 +991,7 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
         Py_XDECREF(pos);
     }
     if (task != NULL && name != Py_None) {
-        PyObject *r = PyObject_CallMethod(task, "set_name", "O", name);
+        PyObject *r = aioev_call_method_1(task, "set_name", name);
         if (r == NULL) {
             Py_CLEAR(task);
         }
@@ -1415,16 +1421,19 @@ aioev_loop_init_type(PyObject *mod, aioev_state *st)
     if (st->LoopType == NULL) {
         return -1;
     }
-    /* add_reader & co. live in io.c */
-    for (PyMethodDef *m = aioev_io_methods; m->ml_name; m++) {
-        methods = PyDescr_NewMethod(st->LoopType, m);
-        if (methods == NULL
-            || PyObject_SetAttrString((PyObject *)st->LoopType, m->ml_name,
-                                      methods) < 0) {
-            Py_XDECREF(methods);
-            return -1;
+    /* add_reader & co. live in io.c, sock_* in sock.c */
+    PyMethodDef *tables[] = {aioev_io_methods, aioev_sock_methods};
+    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+        for (PyMethodDef *m = tables[t]; m->ml_name; m++) {
+            methods = PyDescr_NewMethod(st->LoopType, m);
+            if (methods == NULL
+                || PyObject_SetAttrString((PyObject *)st->LoopType,
+                                          m->ml_name, methods) < 0) {
+                Py_XDECREF(methods);
+                return -1;
+            }
+            Py_DECREF(methods);
         }
-        Py_DECREF(methods);
     }
     return PyModule_AddType(mod, st->LoopType);
 }

@@ -68,6 +68,14 @@ struct LoopObj {
     int wakeup_sent;           /* ev_async_send done for this poll */
 };
 
+/* io.c: watch fd for reading or writing (writer=1) with handle h, which
+ * replaces (and cancels) a previous one; remove returns 1 if one was set */
+int aioev_io_add(LoopObj *loop, int fd, int writer, HandleObj *h);
+int aioev_io_remove(LoopObj *loop, int fd, int writer);
+
+/* sock.c */
+extern PyMethodDef aioev_sock_methods[];
+
 /* io.c */
 int aioev_io_traverse(LoopObj *loop, visitproc visit, void *arg);
 void aioev_io_close_all(LoopObj *loop);

@@ -29,6 +29,10 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->FutureIterType);
     Py_VISIT(st->TaskType);
     Py_VISIT(st->TaskStepType);
+    Py_VISIT(st->SockOpType);
+    Py_VISIT(st->SockCoroType);
+    Py_VISIT(st->empty_context);
+    Py_VISIT(st->SSLSocket);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->get_event_loop);
@@ -65,6 +69,10 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->FutureIterType);
     Py_CLEAR(st->TaskType);
     Py_CLEAR(st->TaskStepType);
+    Py_CLEAR(st->SockOpType);
+    Py_CLEAR(st->SockCoroType);
+    Py_CLEAR(st->empty_context);
+    Py_CLEAR(st->SSLSocket);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->get_event_loop);
@@ -153,6 +161,14 @@ module_exec(PyObject *mod)
 #if PY_VERSION_HEX >= 0x030B0000
     st->wrap_stopiteration = Py_Version >= 0x030C0200;
 #endif
+    st->empty_context = PyContext_New();
+    if (st->empty_context == NULL) {
+        return -1;
+    }
+    st->SSLSocket = import_attr("ssl", "SSLSocket");
+    if (st->SSLSocket == NULL) {
+        PyErr_Clear();  /* Python built without ssl */
+    }
     st->empty_tuple = PyTuple_New(0);
 #ifndef AIOEV_NO_FREELIST
     st->freelist_on = 1;  /* ASan builds go without: reuse hides misuse */
@@ -172,6 +188,7 @@ module_exec(PyObject *mod)
     if (aioev_handle_init_types(mod, st) < 0
         || aioev_future_init_types(mod, st) < 0
         || aioev_task_init_types(mod, st) < 0
+        || aioev_sock_init_types(mod, st) < 0
         || aioev_loop_init_type(mod, st) < 0) {
         return -1;
     }

@@ -63,6 +63,20 @@ aioev_getattr_opt(PyObject *obj, const char *name, PyObject **out)
     return -1;
 }
 
+/* obj.name(arg): unlike PyObject_CallMethod(obj, name, "O", arg), a tuple
+ * arg stays one argument. */
+static inline PyObject *
+aioev_call_method_1(PyObject *obj, const char *name, PyObject *arg)
+{
+    PyObject *meth = PyObject_GetAttrString(obj, name);
+    if (meth == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(meth, arg);
+    Py_DECREF(meth);
+    return r;
+}
+
 static inline int
 aioev_str_eq(PyObject *str, const char *ascii)
 {
@@ -84,6 +98,8 @@ typedef struct {
     PyTypeObject *FutureIterType;
     PyTypeObject *TaskType;
     PyTypeObject *TaskStepType;
+    PyTypeObject *SockOpType;
+    PyTypeObject *SockCoroType;
 
     /* asyncio objects looked up once at import */
     PyObject *CancelledError;
@@ -110,6 +126,8 @@ typedef struct {
     PyObject *report_error;
 
     PyObject *empty_tuple;
+    PyObject *empty_context;       /* for internal callbacks */
+    PyObject *SSLSocket;           /* ssl.SSLSocket, or NULL without ssl */
     uint64_t task_name_counter;
 
     /* Freed Handle/TimerHandle memory kept for reuse (handle.c): saves
@@ -239,6 +257,8 @@ int aioev_loop_check_closed(LoopObj *loop);
 int aioev_loop_check_call_soon(LoopObj *loop);
 int aioev_loop_get_debug(LoopObj *loop);
 int aioev_loop_is_running(LoopObj *loop);
+/* loop.create_future() for our own loop, without the method lookup. */
+PyObject *aioev_loop_new_future(LoopObj *loop);
 void aioev_loop_timer_cancelled(LoopObj *loop, TimerHandleObj *t);
 /* Report an error of a callback to loop.call_exception_handler. */
 void aioev_report_callback_error(aioev_state *st, PyObject *loop,
@@ -292,6 +312,7 @@ typedef struct {
 
 int aioev_future_init_types(PyObject *mod, aioev_state *st);
 int aioev_task_init_types(PyObject *mod, aioev_state *st);
+int aioev_sock_init_types(PyObject *mod, aioev_state *st);
 
 /* Internal Future API used by Task (future.c). */
 int aioev_future_init(FutureObj *fut, PyObject *loop);

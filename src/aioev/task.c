@@ -118,7 +118,7 @@ cancel_future(aioev_state *st, PyObject *fut, PyObject *msg)
     if (Py_IS_TYPE(fut, st->FutureType)) {
         return aioev_future_cancel(st, (FutureObj *)fut, msg);
     }
-    PyObject *r = PyObject_CallMethod(fut, "cancel", "O", msg);
+    PyObject *r = aioev_call_method_1(fut, "cancel", msg);
     if (r == NULL) {
         return -1;
     }
@@ -314,7 +314,7 @@ task_step_impl(aioev_state *st, TaskObj *task, PyObject *exc)
         status = PyIter_Send(task->task_coro, Py_None, &result);
     }
     else {
-        result = PyObject_CallMethod(task->task_coro, "throw", "O", exc);
+        result = aioev_call_method_1(task->task_coro, "throw", exc);
         if (result != NULL) {
             status = PYGEN_NEXT;
         }

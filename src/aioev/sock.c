@@ -1,0 +1,883 @@
+/* loop.sock_*: the syscall is tried at once; only on EAGAIN does the
+ * operation wait, as a SockOp watching its fd and settling one of our
+ * Futures. Each method returns a SockCoro around that future, awaitable
+ * and usable as a coroutine like asyncio's. Cancelling the future stops
+ * the watch: the SockOp is also the future's done callback. */
+#include "loop.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+enum {
+    OP_RECV,
+    OP_RECV_INTO,
+    OP_RECVFROM,
+    OP_RECVFROM_INTO,
+    OP_SENDALL,
+    OP_SENDTO,
+    OP_ACCEPT,
+    OP_CONNECT,
+};
+
+typedef struct {
+    PyObject_HEAD
+    LoopObj *loop;
+    FutureObj *fut;
+    PyObject *sock;
+    HandleObj *handle;     /* our fd watch; NULL when not watching */
+    PyObject *arg;         /* address, or the object behind buf */
+    Py_buffer buf;
+    Py_ssize_t n;          /* recv size, bytes sent, connect phase */
+    int has_buf;
+    int fd;
+    int kind;
+} SockOpObj;
+
+static int
+op_is_writer(int kind)
+{
+    return kind == OP_SENDALL || kind == OP_SENDTO || kind == OP_CONNECT;
+}
+
+static int
+would_block(void)
+{
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/* After a failed socket method call: 0 if it only would have blocked
+ * (exception cleared), -1 for a real error. */
+static int
+method_would_block(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_BlockingIOError)
+        || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------
+ * The operations: 1 done (*res set), 0 would block, -1 error
+ * ------------------------------------------------------------------------ */
+
+static int
+try_recv(SockOpObj *op, PyObject **res)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, op->n);
+    ssize_t r;
+    if (bytes == NULL) {
+        return -1;
+    }
+    do {
+        r = recv(op->fd, PyBytes_AS_STRING(bytes), (size_t)op->n, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        Py_DECREF(bytes);
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (r != op->n && _PyBytes_Resize(&bytes, r) < 0) {
+        return -1;
+    }
+    *res = bytes;
+    return 1;
+}
+
+static int
+try_recv_into(SockOpObj *op, PyObject **res)
+{
+    ssize_t r;
+    do {
+        r = recv(op->fd, op->buf.buf, (size_t)op->buf.len, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        if (would_block()) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *res = PyLong_FromSsize_t(r);
+    return *res ? 1 : -1;
+}
+
+static int
+try_sendall(SockOpObj *op, PyObject **res)
+{
+    while (op->n < op->buf.len) {
+        ssize_t r = send(op->fd, (char *)op->buf.buf + op->n,
+                         (size_t)(op->buf.len - op->n), 0);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return 0;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        op->n += r;
+    }
+    *res = Py_NewRef(Py_None);
+    return 1;
+}
+
+static PyObject *
+call_method_2(PyObject *obj, const char *name, PyObject *a, PyObject *b)
+{
+    PyObject *meth = PyObject_GetAttrString(obj, name);
+    if (meth == NULL) {
+        return NULL;
+    }
+    PyObject *args[2] = {a, b};
+    PyObject *r = PyObject_Vectorcall(meth, args, 2, NULL);
+    Py_DECREF(meth);
+    return r;
+}
+
+/* Operations that need address handling go through the socket object. */
+static int
+try_method(SockOpObj *op, PyObject **res)
+{
+    PyObject *r;
+    switch (op->kind) {
+    case OP_RECVFROM:
+        r = PyObject_CallMethod(op->sock, "recvfrom", "n", op->n);
+        break;
+    case OP_RECVFROM_INTO:
+        r = PyObject_CallMethod(op->sock, "recvfrom_into", "On", op->arg,
+                                op->n);
+        break;
+    case OP_SENDTO:
+        r = call_method_2(op->sock, "sendto", op->buf.obj, op->arg);
+        break;
+    default:  /* OP_ACCEPT */
+        r = PyObject_CallMethod(op->sock, "accept", NULL);
+        if (r != NULL) {
+            PyObject *s = PyObject_CallMethod(PyTuple_GET_ITEM(r, 0),
+                                              "setblocking", "O", Py_False);
+            if (s == NULL) {
+                Py_CLEAR(r);
+            }
+            Py_XDECREF(s);
+        }
+        break;
+    }
+    if (r == NULL) {
+        return method_would_block();
+    }
+    *res = r;
+    return 1;
+}
+
+static int
+try_connect(SockOpObj *op, PyObject **res)
+{
+    if (op->n == 0) {
+        PyObject *r = aioev_call_method_1(op->sock, "connect", op->arg);
+        if (r == NULL) {
+            if (method_would_block() < 0) {
+                return -1;
+            }
+            op->n = 1;  /* in progress: SO_ERROR tells once writable */
+            return 0;
+        }
+        *res = r;
+        return 1;
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (err == EINPROGRESS || err == EAGAIN || err == EINTR) {
+        return 0;
+    }
+    if (err != 0) {
+        PyObject *exc = PyObject_CallFunction(
+            PyExc_OSError, "iN", err,
+            PyUnicode_FromFormat("Connect call failed %R", op->arg));
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return -1;
+    }
+    *res = Py_NewRef(Py_None);
+    return 1;
+}
+
+static int
+try_op(SockOpObj *op, PyObject **res)
+{
+    switch (op->kind) {
+    case OP_RECV:
+        return try_recv(op, res);
+    case OP_RECV_INTO:
+        return try_recv_into(op, res);
+    case OP_SENDALL:
+        return try_sendall(op, res);
+    case OP_CONNECT:
+        return try_connect(op, res);
+    default:
+        return try_method(op, res);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Watching and finishing
+ * ------------------------------------------------------------------------ */
+
+static void
+op_unwatch(SockOpObj *op)
+{
+    HandleObj *h = op->handle;
+    if (h == NULL) {
+        return;
+    }
+    op->handle = NULL;
+    /* A cancelled handle was replaced by someone else's watch. */
+    if (!h->cancelled
+        && aioev_io_remove(op->loop, op->fd, op_is_writer(op->kind)) < 0) {
+        PyErr_WriteUnraisable((PyObject *)op);
+    }
+    Py_DECREF(h);
+}
+
+static void
+op_release_buffer(SockOpObj *op)
+{
+    if (op->has_buf) {
+        op->has_buf = 0;
+        PyBuffer_Release(&op->buf);
+    }
+}
+
+/* Settles the future with *res (rc 1) or the raised exception (rc -1). */
+static void
+op_finish(SockOpObj *op, int rc, PyObject *res)
+{
+    aioev_state *st = op->loop->state;
+    PyObject *r;
+    op_unwatch(op);
+    op_release_buffer(op);
+    if (op->fut->fut_state != STATE_PENDING) {
+        /* Cancelled meanwhile: drop what we got. */
+        Py_XDECREF(res);
+        PyErr_Clear();
+        return;
+    }
+    if (rc > 0) {
+        r = aioev_future_set_result(st, op->fut, res);
+        Py_DECREF(res);
+    }
+    else {
+        PyObject *exc = PyErr_GetRaisedException();
+        r = aioev_future_set_exception(st, op->fut, exc);
+        Py_DECREF(exc);
+    }
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)op);
+    }
+    Py_XDECREF(r);
+}
+
+/* Called with no argument when the fd is ready, with the future when it
+ * is done (its done callback): then only the watch is dropped. */
+static PyObject *
+op_call(SockOpObj *op, PyObject *args, PyObject *kwds)
+{
+    PyObject *res = NULL;
+    if (PyTuple_GET_SIZE(args) != 0 || op->fut->fut_state != STATE_PENDING) {
+        op_unwatch(op);
+        op_release_buffer(op);
+        Py_RETURN_NONE;
+    }
+    int rc = try_op(op, &res);
+    if (rc != 0) {
+        op_finish(op, rc, res);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------
+ * SockCoro: what the sock_* methods return. asyncio's are coroutines, and
+ * callers pass them to create_task() or wait_for(), so this one has the
+ * coroutine protocol (it is registered as a collections.abc.Coroutine).
+ * It owns its future: thrown into, closed or dropped while the operation
+ * is pending, it cancels it, which stops the fd watch.
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    FutureObj *fut;        /* NULL once finished */
+} SockCoroObj;
+
+/* Steals fut. */
+static PyObject *
+coro_new(aioev_state *st, FutureObj *fut)
+{
+    SockCoroObj *c = PyObject_GC_New(SockCoroObj, st->SockCoroType);
+    if (c == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    c->fut = fut;
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+static void
+coro_cancel(SockCoroObj *c)
+{
+    FutureObj *fut = c->fut;
+    if (fut == NULL) {
+        return;
+    }
+    c->fut = NULL;
+    if (fut->fut_state == STATE_PENDING) {
+        PyObject *exc = PyErr_GetRaisedException();
+        if (aioev_future_cancel(AIOEV_STATE(fut), fut, Py_None) < 0) {
+            PyErr_WriteUnraisable((PyObject *)c);
+        }
+        PyErr_SetRaisedException(exc);
+    }
+    else {
+        fut->fut_log_tb = 0;
+    }
+    Py_DECREF(fut);
+}
+
+static PySendResult
+coro_am_send(SockCoroObj *c, PyObject *arg, PyObject **result)
+{
+    FutureObj *fut = c->fut;
+    *result = NULL;
+    if (fut == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    if (fut->fut_state == STATE_PENDING) {
+        if (!fut->fut_blocking) {
+            fut->fut_blocking = 1;
+            *result = Py_NewRef(fut);
+            return PYGEN_NEXT;
+        }
+        PyErr_SetString(PyExc_RuntimeError,
+                        "await wasn't used with future");
+        return PYGEN_ERROR;
+    }
+    c->fut = NULL;
+    PyObject *res;
+    int rc = aioev_future_get_result(AIOEV_STATE(fut), fut, &res);
+    Py_DECREF(fut);
+    if (rc < 0) {
+        return PYGEN_ERROR;
+    }
+    if (rc == 0) {
+        PyErr_SetObject((PyObject *)Py_TYPE(res), res);
+        Py_DECREF(res);
+        return PYGEN_ERROR;
+    }
+    *result = res;
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+coro_iternext(SockCoroObj *c)
+{
+    PyObject *res;
+    switch (coro_am_send(c, Py_None, &res)) {
+    case PYGEN_ERROR:
+        return NULL;
+    case PYGEN_NEXT:
+        return res;
+    default:
+        break;
+    }
+    if (res == Py_None) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
+    Py_DECREF(res);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyObject *
+coro_send(SockCoroObj *c, PyObject *arg)
+{
+    return coro_iternext(c);
+}
+
+static PyObject *
+coro_throw(SockCoroObj *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    coro_cancel(c);
+    PyObject *exc = args[0];
+    if (PyExceptionClass_Check(exc)) {
+        PyObject *val = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
+        PyErr_SetObject(exc, val);
+    }
+    else if (PyExceptionInstance_Check(exc)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must be classes or instances deriving "
+                        "from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *
+coro_close(SockCoroObj *c, PyObject *Py_UNUSED(ignored))
+{
+    coro_cancel(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+coro_await(SockCoroObj *c)
+{
+    return Py_NewRef(c);
+}
+
+static int
+coro_traverse(SockCoroObj *c, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->fut);
+    return 0;
+}
+
+static int
+coro_clear(SockCoroObj *c)
+{
+    Py_CLEAR(c->fut);
+    return 0;
+}
+
+static void
+coro_dealloc(SockCoroObj *c)
+{
+    PyTypeObject *tp = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    coro_cancel(c);
+    PyObject_GC_Del(c);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef coro_methods[] = {
+    {"send", (PyCFunction)coro_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))coro_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)coro_close, METH_NOARGS, NULL},
+    {NULL, NULL}
+};
+
+static PyType_Slot coro_slots[] = {
+    {Py_am_await, coro_await},
+    {Py_am_send, coro_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, coro_iternext},
+    {Py_tp_methods, coro_methods},
+    {Py_tp_traverse, coro_traverse},
+    {Py_tp_clear, coro_clear},
+    {Py_tp_dealloc, coro_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec coro_spec = {
+    .name = "aioev._core.SockCoro",
+    .basicsize = sizeof(SockCoroObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = coro_slots,
+};
+
+/* ------------------------------------------------------------------------
+ * Starting an operation
+ * ------------------------------------------------------------------------ */
+
+static int
+check_socket(LoopObj *loop, PyObject *sock)
+{
+    aioev_state *st = loop->state;
+    if (aioev_loop_check_closed(loop) < 0) {
+        return -1;
+    }
+    if (st->SSLSocket != NULL) {
+        int r = PyObject_IsInstance(sock, st->SSLSocket);
+        if (r < 0) {
+            return -1;
+        }
+        if (r) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Socket cannot be of type SSLSocket");
+            return -1;
+        }
+    }
+    PyObject *t = PyObject_CallMethod(sock, "gettimeout", NULL);
+    if (t == NULL) {
+        return -1;
+    }
+    int blocking = t != Py_None ? PyObject_RichCompareBool(t, Py_False,
+                                                          Py_NE) : 1;
+    Py_DECREF(t);
+    if (blocking < 0) {
+        return -1;
+    }
+    if (blocking) {
+        PyErr_SetString(PyExc_ValueError, "the socket must be non-blocking");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+socket_fd(PyObject *sock)
+{
+    PyObject *r = PyObject_CallMethod(sock, "fileno", NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    long fd = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (fd == -1 && !PyErr_Occurred()) {
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return (int)fd;
+}
+
+/* Settles fut with the raised exception and returns its coroutine: bad
+ * arguments surface at await, as from asyncio's coroutines. */
+static PyObject *
+fail_at_await(aioev_state *st, FutureObj *fut)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *r = aioev_future_set_exception(st, fut, exc);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return coro_new(st, fut);
+}
+
+/* Makes the op and its future, tries once, and watches the fd if the
+ * operation would block. Returns the future. bufobj, if given, is held
+ * as a buffer (writable or not); arg and n are the kind's parameters. */
+static PyObject *
+op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
+         PyObject *bufobj, int writable, Py_ssize_t n)
+{
+    aioev_state *st = loop->state;
+    SockOpObj *op = NULL;
+    FutureObj *fut = NULL;
+    PyObject *res = NULL;
+    int fd, rc;
+
+    fut = (FutureObj *)aioev_loop_new_future(loop);
+    if (fut == NULL) {
+        return NULL;
+    }
+    if ((kind == OP_RECV || kind == OP_RECVFROM) && n < 0) {
+        PyErr_Format(PyExc_ValueError, "negative buffersize in %s",
+                     kind == OP_RECV ? "recv" : "recvfrom");
+        return fail_at_await(st, fut);
+    }
+    if (check_socket(loop, sock) < 0 || (fd = socket_fd(sock)) < 0) {
+        return fail_at_await(st, fut);
+    }
+    op = PyObject_GC_New(SockOpObj, st->SockOpType);
+    if (op == NULL) {
+        goto error;
+    }
+    op->loop = (LoopObj *)Py_NewRef(loop);
+    op->fut = (FutureObj *)Py_NewRef(fut);
+    op->sock = Py_NewRef(sock);
+    op->handle = NULL;
+    op->arg = Py_XNewRef(arg);
+    op->has_buf = 0;
+    op->n = n;
+    op->fd = fd;
+    op->kind = kind;
+    PyObject_GC_Track(op);
+    if (bufobj != NULL) {
+        if (PyObject_GetBuffer(bufobj, &op->buf,
+                               writable ? PyBUF_WRITABLE : PyBUF_SIMPLE)
+            < 0) {
+            if (writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyErr_Clear();  /* what socket.recv_into raises */
+                PyErr_Format(PyExc_TypeError, "a read-write bytes-like "
+                             "object is required, not '%.200s'",
+                             Py_TYPE(bufobj)->tp_name);
+            }
+            Py_DECREF(op);
+            return fail_at_await(st, fut);
+        }
+        op->has_buf = 1;
+    }
+
+    rc = try_op(op, &res);
+    if (rc != 0) {
+        op_finish(op, rc, res);
+        Py_DECREF(op);
+        return coro_new(st, fut);
+    }
+    op->handle = aioev_handle_new(st, st->HandleType, (PyObject *)loop,
+                                  (PyObject *)op, st->empty_tuple,
+                                  st->empty_context);
+    if (op->handle == NULL) {
+        goto error;
+    }
+    PyObject_GC_Track(op->handle);
+    if (aioev_io_add(loop, fd, op_is_writer(kind), op->handle) < 0
+        || aioev_future_add_callback(st, fut, (PyObject *)op,
+                                     st->empty_context) < 0) {
+        goto error;
+    }
+    Py_DECREF(op);
+    return coro_new(st, fut);
+
+error:
+    if (op != NULL) {
+        PyObject *exc = PyErr_GetRaisedException();
+        op_unwatch(op);
+        op_release_buffer(op);
+        PyErr_SetRaisedException(exc);
+        Py_DECREF(op);
+    }
+    Py_XDECREF(fut);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Loop methods
+ * ------------------------------------------------------------------------ */
+
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min,
+            Py_ssize_t max)
+{
+    if (nargs < min || nargs > max) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments "
+                     "(%zd given)", name, min, max, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+loop_sock_recv(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sock_recv", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return op_start(loop, OP_RECV, args[0], NULL, NULL, 0, n);
+}
+
+static PyObject *
+loop_sock_recv_into(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sock_recv_into", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return op_start(loop, OP_RECV_INTO, args[0], NULL, args[1], 1, 0);
+}
+
+static PyObject *
+loop_sock_recvfrom(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sock_recvfrom", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return op_start(loop, OP_RECVFROM, args[0], NULL, NULL, 0, n);
+}
+
+static PyObject *
+loop_sock_recvfrom_into(LoopObj *loop, PyObject *const *args,
+                        Py_ssize_t nargs)
+{
+    Py_ssize_t n = 0;
+    if (check_nargs("sock_recvfrom_into", nargs, 2, 3) < 0) {
+        return NULL;
+    }
+    if (nargs == 3) {
+        n = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (n == 0) {  /* asyncio: nbytes=0 means the whole buffer */
+        n = PyObject_Length(args[1]);
+        if (n < 0) {
+            return NULL;
+        }
+    }
+    return op_start(loop, OP_RECVFROM_INTO, args[0], args[1], NULL, 0, n);
+}
+
+static PyObject *
+loop_sock_sendall(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sock_sendall", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return op_start(loop, OP_SENDALL, args[0], NULL, args[1], 0, 0);
+}
+
+static PyObject *
+loop_sock_sendto(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sock_sendto", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    return op_start(loop, OP_SENDTO, args[0], args[2], args[1], 0, 0);
+}
+
+static PyObject *
+loop_sock_accept(LoopObj *loop, PyObject *sock)
+{
+    return op_start(loop, OP_ACCEPT, sock, NULL, NULL, 0, 0);
+}
+
+static PyObject *
+loop_sock_connect_resolved(LoopObj *loop, PyObject *const *args,
+                           Py_ssize_t nargs)
+{
+    if (check_nargs("_sock_connect", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return op_start(loop, OP_CONNECT, args[0], args[1], NULL, 0, 0);
+}
+
+PyMethodDef aioev_sock_methods[] = {
+    {"sock_recv", (PyCFunction)(void (*)(void))loop_sock_recv,
+     METH_FASTCALL, "Receive up to n bytes from sock (awaitable)."},
+    {"sock_recv_into", (PyCFunction)(void (*)(void))loop_sock_recv_into,
+     METH_FASTCALL, "Receive data from sock into buf (awaitable)."},
+    {"sock_recvfrom", (PyCFunction)(void (*)(void))loop_sock_recvfrom,
+     METH_FASTCALL, "Receive a datagram of up to bufsize (awaitable)."},
+    {"sock_recvfrom_into",
+     (PyCFunction)(void (*)(void))loop_sock_recvfrom_into, METH_FASTCALL,
+     "Receive a datagram into buf (awaitable)."},
+    {"sock_sendall", (PyCFunction)(void (*)(void))loop_sock_sendall,
+     METH_FASTCALL, "Send all of data to sock (awaitable)."},
+    {"sock_sendto", (PyCFunction)(void (*)(void))loop_sock_sendto,
+     METH_FASTCALL, "Send a datagram to address (awaitable)."},
+    {"sock_accept", (PyCFunction)loop_sock_accept, METH_O,
+     "Accept a connection: (conn, address) (awaitable)."},
+    {"_sock_connect", (PyCFunction)(void (*)(void))loop_sock_connect_resolved,
+     METH_FASTCALL, "Connect sock to a resolved address (awaitable)."},
+    {NULL, NULL}
+};
+
+/* ------------------------------------------------------------------------
+ * SockOp type
+ * ------------------------------------------------------------------------ */
+
+static int
+op_traverse(SockOpObj *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(op->loop);
+    Py_VISIT(op->fut);
+    Py_VISIT(op->sock);
+    Py_VISIT(op->handle);
+    Py_VISIT(op->arg);
+    if (op->has_buf) {
+        Py_VISIT(op->buf.obj);
+    }
+    return 0;
+}
+
+static int
+op_clear(SockOpObj *op)
+{
+    op_release_buffer(op);
+    Py_CLEAR(op->handle);
+    Py_CLEAR(op->loop);
+    Py_CLEAR(op->fut);
+    Py_CLEAR(op->sock);
+    Py_CLEAR(op->arg);
+    return 0;
+}
+
+static void
+op_dealloc(SockOpObj *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    op_clear(op);
+    PyObject_GC_Del(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+op_repr(SockOpObj *op)
+{
+    static const char *names[] = {"recv", "recv_into", "recvfrom",
+                                  "recvfrom_into", "sendall", "sendto",
+                                  "accept", "connect"};
+    return PyUnicode_FromFormat("<sock_%s fd=%d>", names[op->kind], op->fd);
+}
+
+static PyType_Slot op_slots[] = {
+    {Py_tp_call, op_call},
+    {Py_tp_repr, op_repr},
+    {Py_tp_traverse, op_traverse},
+    {Py_tp_clear, op_clear},
+    {Py_tp_dealloc, op_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec op_spec = {
+    .name = "aioev._core.SockOp",
+    .basicsize = sizeof(SockOpObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = op_slots,
+};
+
+int
+aioev_sock_init_types(PyObject *mod, aioev_state *st)
+{
+    st->SockOpType = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &op_spec,
+                                                              NULL);
+    if (st->SockOpType == NULL) {
+        return -1;
+    }
+    st->SockCoroType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &coro_spec, NULL);
+    if (st->SockCoroType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(mod, st->SockCoroType);
+}

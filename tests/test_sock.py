@@ -1,0 +1,1283 @@
+"""loop.sock_* methods: sock_recv, sock_recv_into, sock_recvfrom,
+sock_recvfrom_into, sock_sendall, sock_sendto, sock_connect, sock_accept and
+sock_sendfile, on TCP (127.0.0.1), Unix sockets, socketpairs and UDP.
+
+Each test runs on stdlib asyncio (the reference) and on aioev.  Every wait is
+bounded (``run`` wraps the coroutine in ``wait_for``) so a loop that never
+wakes up fails the test instead of hanging it.
+
+Notes on asyncio's behaviour that the tests rely on (3.11 - 3.13):
+
+* Blocking sockets are refused with ValueError("the socket must be
+  non-blocking") only in debug mode; the tests that check it call
+  ``loop.set_debug(True)``.  aioev refuses them always (aioev-only test).
+* sock_sendfile: os.sendfile is tried first; a file without fileno()
+  (io.BytesIO) or a descriptor os.sendfile refuses before sending anything
+  (a pipe: ESPIPE) raises SendfileNotAvailableError with fallback=False and
+  is sent with a read/sock_sendall loop with fallback=True (the default).
+* A SSLSocket is refused with TypeError by every sock_* method.
+"""
+
+import asyncio
+import io
+import os
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+
+import pytest
+
+TIMEOUT = 5.0
+HAS_UNIX = hasattr(socket, "AF_UNIX")
+needs_unix = pytest.mark.skipif(not HAS_UNIX, reason="needs AF_UNIX")
+
+
+def run(loop, coro, timeout=TIMEOUT):
+    """Run coro on loop, failing (not hanging) after timeout seconds."""
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def nonblocking(*socks):
+    for s in socks:
+        s.setblocking(False)
+    return socks
+
+
+def fill_send_buffer(sock):
+    """Write to non-blocking sock until the kernel refuses more.
+
+    Returns the number of bytes written."""
+    chunk = b"\0" * 65536
+    total = 0
+    while True:
+        try:
+            total += sock.send(chunk)
+        except (BlockingIOError, InterruptedError):
+            return total
+
+
+def drain(sock):
+    """Read everything available right now from non-blocking sock."""
+    out = bytearray()
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return bytes(out)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+def reset(sock):
+    """Close sock so that the peer gets a RST (not a FIN)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def registered_for_reading(loop, fd):
+    """True if fd still has a reader on the loop (removes it if so)."""
+    return loop.remove_reader(fd)
+
+
+def registered_for_writing(loop, fd):
+    return loop.remove_writer(fd)
+
+
+# ---------------------------------------------------------------------------
+# Fixtures.  They depend on ``loop`` so that they are torn down (sockets
+# closed) before the loop fixture checks for leaked file descriptors.
+
+
+class Closer:
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, *socks):
+        self.items.extend(socks)
+        return socks[0] if len(socks) == 1 else socks
+
+    def close(self):
+        for s in reversed(self.items):
+            s.close()
+        self.items.clear()
+
+
+@pytest.fixture
+def closing(loop):
+    """closing(sock, ...) closes the sockets at teardown."""
+    c = Closer()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def sockpair(closing):
+    a, b = socket.socketpair()
+    return closing(*nonblocking(a, b))
+
+
+@pytest.fixture
+def sockdir():
+    # Short path: AF_UNIX paths are limited to ~108 bytes.
+    d = tempfile.mkdtemp(prefix="aioev-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_listener(kind, sockdir, backlog=16):
+    if kind == "tcp":
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+    else:
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(os.path.join(sockdir, "s"))
+    srv.listen(backlog)
+    srv.setblocking(False)
+    return srv
+
+
+def client_for(srv):
+    c = socket.socket(srv.family, socket.SOCK_STREAM)
+    c.setblocking(False)
+    return c
+
+
+STREAM_KINDS = ["tcp", pytest.param("unix", marks=needs_unix), "socketpair"]
+
+
+@pytest.fixture(params=STREAM_KINDS)
+def stream_pair(request, loop, closing, sockdir):
+    """A connected pair of non-blocking stream sockets (a, b)."""
+    kind = request.param
+    if kind == "socketpair":
+        a, b = socket.socketpair()
+    else:
+        srv = closing(make_listener(kind, sockdir))
+        srv.setblocking(True)
+        a = socket.socket(srv.family, socket.SOCK_STREAM)
+        a.connect(srv.getsockname())
+        b, _ = srv.accept()
+    return closing(*nonblocking(a, b))
+
+
+@pytest.fixture
+def tcp_pair(loop, closing):
+    srv = closing(make_listener("tcp", None))
+    srv.setblocking(True)
+    a = socket.socket()
+    a.connect(srv.getsockname())
+    b, _ = srv.accept()
+    return closing(*nonblocking(a, b))
+
+
+@pytest.fixture
+def udp_pair(loop, closing):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b.bind(("127.0.0.1", 0))
+    return closing(*nonblocking(a, b))
+
+
+@pytest.fixture
+def unix_dgram_pair(loop, closing):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    return closing(*nonblocking(a, b))
+
+
+# ---------------------------------------------------------------------------
+# sock_recv / sock_recv_into
+
+
+def test_recv_data_already_there(loop, stream_pair):
+    a, b = stream_pair
+    b.sendall(b"hello")
+
+    async def main():
+        # The data is in the kernel before the call.
+        await asyncio.sleep(0.01)
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b"hello"
+
+
+def test_recv_waits_for_data(loop, stream_pair):
+    a, b = stream_pair
+
+    async def main():
+        loop.call_later(0.02, b.send, b"later")
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b"later"
+    # Nothing is left registered on a's fd.
+    assert not registered_for_reading(loop, a.fileno())
+
+
+def test_recv_respects_nbytes(loop, stream_pair):
+    a, b = stream_pair
+    b.sendall(b"0123456789")
+
+    async def main():
+        first = await loop.sock_recv(a, 4)
+        rest = await loop.sock_recv(a, 100)
+        return first, rest
+    assert run(loop, main()) == (b"0123", b"456789")
+
+
+def test_recv_many_in_a_row(loop, stream_pair):
+    a, b = stream_pair
+
+    async def main():
+        got = []
+        for i in range(50):
+            loop.call_soon(b.send, b"%03d" % i)
+            got.append(await loop.sock_recv(a, 3))
+        return got
+    assert run(loop, main()) == [b"%03d" % i for i in range(50)]
+
+
+def test_recv_eof_immediate(loop, stream_pair):
+    a, b = stream_pair
+    b.sendall(b"last")
+    b.shutdown(socket.SHUT_WR)
+
+    async def main():
+        return [await loop.sock_recv(a, 100), await loop.sock_recv(a, 100)]
+    assert run(loop, main()) == [b"last", b""]
+
+
+def test_recv_eof_while_waiting(loop, stream_pair):
+    a, b = stream_pair
+
+    async def main():
+        loop.call_later(0.02, b.close)
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b""
+
+
+def test_recv_into_bytearray(loop, stream_pair):
+    a, b = stream_pair
+    buf = bytearray(16)
+
+    async def main():
+        loop.call_later(0.01, b.send, b"abcdef")
+        return await loop.sock_recv_into(a, buf)
+    assert run(loop, main()) == 6
+    assert buf == b"abcdef" + bytes(10)
+
+
+def test_recv_into_memoryview_slice(loop, stream_pair):
+    a, b = stream_pair
+    buf = bytearray(b"." * 10)
+    view = memoryview(buf)[2:6]
+    b.sendall(b"WXYZ--")
+
+    async def main():
+        await asyncio.sleep(0.01)
+        n = await loop.sock_recv_into(a, view)  # the slice bounds the read
+        m = await loop.sock_recv_into(a, memoryview(buf)[6:])
+        loop.call_later(0.01, b.send, b"more")
+        k = await loop.sock_recv_into(a, memoryview(buf)[8:])
+        return n, m, k
+    assert run(loop, main()) == (4, 2, 2)
+    assert buf == b"..WXYZ--mo"
+    view.release()
+
+
+def test_recv_into_eof(loop, stream_pair):
+    a, b = stream_pair
+    buf = bytearray(8)
+
+    async def main():
+        loop.call_later(0.01, b.shutdown, socket.SHUT_WR)
+        return await loop.sock_recv_into(a, buf)
+    assert run(loop, main()) == 0
+
+
+def test_recv_into_readonly_buffer(loop, stream_pair):
+    a, b = stream_pair
+    b.sendall(b"x")
+
+    async def main():
+        await asyncio.sleep(0.01)
+        return await loop.sock_recv_into(a, b"immutable")
+    with pytest.raises(TypeError):
+        run(loop, main())
+
+
+def test_concurrent_recv_two_sockets(loop, sockpair, closing):
+    a1, b1 = sockpair
+    a2, b2 = closing(*nonblocking(*socket.socketpair()))
+    order = []
+
+    async def reader(sock, tag):
+        data = await loop.sock_recv(sock, 100)
+        order.append(tag)
+        return data
+
+    async def main():
+        t1 = asyncio.ensure_future(reader(a1, 1))
+        t2 = asyncio.ensure_future(reader(a2, 2))
+        await asyncio.sleep(0.01)
+        assert not t1.done() and not t2.done()
+        b2.send(b"two")
+        await asyncio.sleep(0.02)
+        assert t2.done() and not t1.done()
+        b1.send(b"one")
+        return await asyncio.gather(t1, t2)
+    assert run(loop, main()) == [b"one", b"two"]
+    assert order == [2, 1]
+
+
+def test_recv_many_sockets_concurrently(loop, closing):
+    pairs = [closing(*nonblocking(*socket.socketpair())) for _ in range(20)]
+
+    async def main():
+        tasks = [asyncio.ensure_future(loop.sock_recv(a, 10))
+                 for a, _ in pairs]
+        await asyncio.sleep(0.01)
+        for i, (_, b) in reversed(list(enumerate(pairs))):
+            b.send(b"%d" % i)
+        return await asyncio.gather(*tasks)
+    assert run(loop, main()) == [b"%d" % i for i in range(20)]
+
+
+# ---------------------------------------------------------------------------
+# Peer reset, closed sockets
+
+
+def test_recv_peer_reset_immediate(loop, tcp_pair):
+    a, b = tcp_pair
+    reset(b)
+
+    async def main():
+        await asyncio.sleep(0.01)
+        return await loop.sock_recv(a, 100)
+    with pytest.raises(ConnectionResetError):
+        run(loop, main())
+
+
+def test_recv_peer_reset_while_waiting(loop, tcp_pair):
+    a, b = tcp_pair
+
+    async def main():
+        loop.call_later(0.02, reset, b)
+        return await loop.sock_recv(a, 100)
+    with pytest.raises(ConnectionResetError):
+        run(loop, main())
+    assert not registered_for_reading(loop, a.fileno())
+
+
+def test_recv_into_peer_reset(loop, tcp_pair):
+    a, b = tcp_pair
+
+    async def main():
+        loop.call_later(0.02, reset, b)
+        return await loop.sock_recv_into(a, bytearray(10))
+    with pytest.raises(ConnectionResetError):
+        run(loop, main())
+
+
+def test_sendall_peer_closed(loop, stream_pair):
+    a, b = stream_pair
+    b.close()
+
+    async def main():
+        # Several rounds: the first send may still be accepted locally.
+        for _ in range(100):
+            await loop.sock_sendall(a, b"x" * 65536)
+            await asyncio.sleep(0.001)
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        run(loop, main())
+
+
+def test_sendall_peer_reset_while_waiting(loop, tcp_pair):
+    a, b = tcp_pair
+
+    async def main():
+        loop.call_later(0.05, reset, b)
+        await loop.sock_sendall(a, b"x" * (32 * 1024 * 1024))
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        run(loop, main())
+    assert not registered_for_writing(loop, a.fileno())
+
+
+def _closed_socket(kind, closing):
+    if kind == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    elif kind == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.close()
+    assert s.fileno() == -1
+    return s
+
+
+CLOSED_CALLS = {
+    "sock_recv": ("tcp", lambda loop, s: loop.sock_recv(s, 10)),
+    "sock_recv_into": ("tcp", lambda loop, s: loop.sock_recv_into(
+        s, bytearray(10))),
+    "sock_sendall": ("tcp", lambda loop, s: loop.sock_sendall(s, b"data")),
+    "sock_connect": ("tcp", lambda loop, s: loop.sock_connect(
+        s, ("127.0.0.1", 9))),
+    "sock_connect_unix": ("unix", lambda loop, s: loop.sock_connect(
+        s, "/nonexistent/aioev-test")),
+    "sock_accept": ("tcp", lambda loop, s: loop.sock_accept(s)),
+    "sock_recvfrom": ("udp", lambda loop, s: loop.sock_recvfrom(s, 10)),
+    "sock_recvfrom_into": ("udp", lambda loop, s: loop.sock_recvfrom_into(
+        s, bytearray(10))),
+    "sock_sendto": ("udp", lambda loop, s: loop.sock_sendto(
+        s, b"data", ("127.0.0.1", 9))),
+}
+
+
+@pytest.mark.parametrize("method", sorted(CLOSED_CALLS))
+def test_closed_socket_raises_oserror(loop, method, closing):
+    kind, call = CLOSED_CALLS[method]
+    if kind == "unix" and not HAS_UNIX:
+        pytest.skip("needs AF_UNIX")
+    if not hasattr(loop, method.replace("_unix", "")):
+        pytest.skip(f"no loop.{method} on this Python")
+    s = _closed_socket(kind, closing)
+    with pytest.raises(OSError):
+        run(loop, call(loop, s))
+    # The loop is still usable.
+    a, b = closing(*nonblocking(*socket.socketpair()))
+    b.send(b"ok")
+    assert run(loop, loop.sock_recv(a, 10)) == b"ok"
+
+
+def test_closed_socket_sendfile(loop, closing, tmp_path):
+    s = _closed_socket("tcp", closing)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 1000)
+    with open(path, "rb") as f:
+        # os.sendfile fails before anything is sent: asyncio falls back to
+        # the send loop, whose sock_sendall raises the OSError.
+        with pytest.raises(OSError):
+            run(loop, loop.sock_sendfile(s, f))
+
+
+def test_socket_closed_while_waiting(loop, closing):
+    # Closing a socket an operation waits on must not crash the loop (no
+    # libev abort on the stale fd); asyncio just never completes the
+    # operation.  After that, the same fd number (reused) works normally.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    fd = a.fileno()
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        a.close()
+        b.close()
+        try:
+            await asyncio.wait_for(task, 0.1)
+        except (asyncio.TimeoutError, OSError):
+            pass
+        # New sockets, likely reusing fd.
+        c, d = closing(*nonblocking(*socket.socketpair()))
+        loop.call_later(0.01, d.send, b"fresh")
+        data = await loop.sock_recv(c, 100)
+        if fd in (c.fileno(), d.fileno()):
+            loop.call_later(0.01, c.send, b"back")
+            data += await loop.sock_recv(d, 100)
+        else:
+            data += b"back"
+        return data
+    assert run(loop, main()) == b"freshback"
+
+
+# ---------------------------------------------------------------------------
+# Cancellation
+
+
+def test_recv_cancel_then_reuse(loop, stream_pair):
+    a, b = stream_pair
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(a, 100), 0.02)
+        await asyncio.sleep(0)
+        # No reader left on the fd ...
+        assert not registered_for_reading(loop, a.fileno())
+        # ... and no stray callback consumes data sent after the cancel.
+        b.send(b"after")
+        await asyncio.sleep(0.03)
+        assert a.recv(100) == b"after"
+        # The same socket can be used again.
+        loop.call_later(0.01, b.send, b"again")
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b"again"
+
+
+def test_recv_into_cancel_then_reuse(loop, sockpair):
+    a, b = sockpair
+    buf = bytearray(10)
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv_into(a, buf), 0.02)
+        b.send(b"after")
+        await asyncio.sleep(0.03)
+        assert buf == bytes(10)  # not written by a stray callback
+        return await loop.sock_recv_into(a, buf)
+    assert run(loop, main()) == 5
+    assert buf[:5] == b"after"
+
+
+def test_recv_cancel_then_add_reader(loop, sockpair):
+    # After a cancelled sock_recv, plain add_reader on the same fd works.
+    a, b = sockpair
+    fired = []
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(a, 100), 0.02)
+        done = loop.create_future()
+
+        def on_readable():
+            fired.append(a.recv(100))
+            loop.remove_reader(a.fileno())
+            done.set_result(None)
+        loop.add_reader(a.fileno(), on_readable)
+        b.send(b"via reader")
+        await done
+    run(loop, main())
+    assert fired == [b"via reader"]
+
+
+def test_recv_cancel_explicit_task(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Data sent in the same iteration as the cancellation.
+        b.send(b"x")
+        await asyncio.sleep(0.02)
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b"x"
+
+
+def test_sendall_cancel_stops_writing(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        fill_send_buffer(a)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                loop.sock_sendall(a, b"y" * (4 * 1024 * 1024)), 0.02)
+        await asyncio.sleep(0)
+        assert not registered_for_writing(loop, a.fileno())
+        # Make room: a stray writer would now push more data.
+        drain(b)
+        await asyncio.sleep(0.03)
+        assert drain(b) == b""
+        # The socket works again.
+        await loop.sock_sendall(a, b"fin")
+        await asyncio.sleep(0.01)
+        return drain(b)
+    assert run(loop, main()) == b"fin"
+
+
+def test_accept_cancel_then_reuse(loop, closing, sockdir):
+    srv = closing(make_listener("tcp", sockdir))
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_accept(srv), 0.02)
+        assert not registered_for_reading(loop, srv.fileno())
+        c = closing(socket.create_connection(srv.getsockname()))
+        await asyncio.sleep(0.03)
+        # Still queued in the listener: no stray accept took it.
+        conn, addr = await loop.sock_accept(srv)
+        closing(conn)
+        assert addr == c.getsockname()
+        return conn
+    run(loop, main())
+
+
+def test_connect_cancel(loop, closing):
+    # A listener with a full accept queue drops SYNs: connect() stays in
+    # progress, and wait_for cancels it.
+    srv = closing(make_listener("tcp", None, backlog=0))
+    addr = srv.getsockname()
+    for _ in range(3):
+        filler = closing(client_for(srv))
+        try:
+            filler.connect(addr)
+        except BlockingIOError:
+            pass
+    s = closing(client_for(srv))
+
+    async def main():
+        await asyncio.sleep(0.05)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_connect(s, addr), 0.05)
+        await asyncio.sleep(0)
+        assert not registered_for_writing(loop, s.fileno())
+    run(loop, main())
+
+
+# ---------------------------------------------------------------------------
+# sock_sendall
+
+
+def test_sendall_small(loop, stream_pair):
+    a, b = stream_pair
+
+    async def main():
+        await loop.sock_sendall(a, b"ping")
+        return await loop.sock_recv(b, 100)
+    assert run(loop, main()) == b"ping"
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview"])
+def test_sendall_buffer_types(loop, sockpair, kind):
+    a, b = sockpair
+    payload = bytes(range(256)) * 4
+    data = {"bytes": payload, "bytearray": bytearray(payload),
+            "memoryview": memoryview(payload)}[kind]
+
+    async def main():
+        assert await loop.sock_sendall(a, data) is None
+        await asyncio.sleep(0.01)
+        return drain(b)
+    assert run(loop, main()) == payload
+
+
+def test_sendall_empty(loop, sockpair):
+    a, b = sockpair
+    assert run(loop, loop.sock_sendall(a, b"")) is None
+
+
+def test_sendall_large_to_slow_reader(loop, stream_pair):
+    a, b = stream_pair
+    payload = os.urandom(6 * 1024 * 1024)
+
+    async def reader():
+        await asyncio.sleep(0.05)  # the writer must wait for space
+        chunks = []
+        size = 0
+        i = 0
+        while True:
+            chunk = await loop.sock_recv(b, 128 * 1024)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            i += 1
+            if i % 8 == 0:
+                await asyncio.sleep(0.001)  # slow
+        return b"".join(chunks)
+
+    async def writer():
+        await loop.sock_sendall(a, payload)
+        a.shutdown(socket.SHUT_WR)
+
+    async def main():
+        got, _ = await asyncio.gather(reader(), writer())
+        return got
+    got = run(loop, main(), timeout=30)
+    assert len(got) == len(payload)
+    assert got == payload
+
+
+def test_sendall_large_memoryview_slice(loop, sockpair):
+    a, b = sockpair
+    payload = os.urandom(2 * 1024 * 1024)
+    view = memoryview(payload)[1000:-1000]
+
+    async def reader():
+        out = bytearray()
+        while len(out) < len(view):
+            out += await loop.sock_recv(b, 65536)
+        return bytes(out)
+
+    async def main():
+        got, _ = await asyncio.gather(reader(), loop.sock_sendall(a, view))
+        return got
+    assert run(loop, main(), timeout=20) == payload[1000:-1000]
+
+
+def test_sendall_two_sockets_concurrently(loop, sockpair, closing):
+    a1, b1 = sockpair
+    a2, b2 = closing(*nonblocking(*socket.socketpair()))
+    p1 = b"1" * (1024 * 1024)
+    p2 = b"2" * (1024 * 1024)
+
+    async def reader(sock, n):
+        out = bytearray()
+        while len(out) < n:
+            out += await loop.sock_recv(sock, 65536)
+        return bytes(out)
+
+    async def main():
+        return await asyncio.gather(
+            loop.sock_sendall(a1, p1), loop.sock_sendall(a2, p2),
+            reader(b1, len(p1)), reader(b2, len(p2)))
+    res = run(loop, main(), timeout=20)
+    assert res[2] == p1 and res[3] == p2
+
+
+# ---------------------------------------------------------------------------
+# sock_connect / sock_accept
+
+
+@pytest.mark.parametrize("kind", ["tcp", pytest.param("unix",
+                                                      marks=needs_unix)])
+def test_connect_and_accept(loop, closing, sockdir, kind):
+    srv = closing(make_listener(kind, sockdir))
+    c = closing(client_for(srv))
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(srv))
+        await asyncio.sleep(0.01)  # sock_accept waits
+        assert not accept.done()
+        assert await loop.sock_connect(c, srv.getsockname()) is None
+        conn, addr = await accept
+        closing(conn)
+        assert conn.gettimeout() == 0  # non-blocking
+        assert not conn.getblocking()
+        if kind == "tcp":
+            assert addr == c.getsockname()
+        await loop.sock_sendall(c, b"hi")
+        assert await loop.sock_recv(conn, 10) == b"hi"
+        await loop.sock_sendall(conn, b"yo")
+        assert await loop.sock_recv(c, 10) == b"yo"
+    run(loop, main())
+
+
+def test_accept_pending_connection(loop, closing):
+    # The connection is already queued when sock_accept is called.
+    srv = closing(make_listener("tcp", None))
+    c = closing(socket.create_connection(srv.getsockname()))
+
+    async def main():
+        await asyncio.sleep(0.01)
+        return await loop.sock_accept(srv)
+    conn, addr = run(loop, main())
+    closing(conn)
+    assert addr == c.getsockname()
+    assert conn.gettimeout() == 0
+    assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM
+
+
+def test_accept_several(loop, closing):
+    srv = closing(make_listener("tcp", None))
+
+    async def main():
+        clients = [closing(client_for(srv)) for _ in range(5)]
+        conns = []
+        for c in clients:
+            fut = asyncio.ensure_future(loop.sock_connect(
+                c, srv.getsockname()))
+            conn, addr = await loop.sock_accept(srv)
+            closing(conn)
+            await fut
+            conns.append((conn, addr, c))
+        for conn, addr, c in conns:
+            assert addr == c.getsockname()
+    run(loop, main())
+
+
+def test_connect_refused(loop, closing):
+    # A bound socket that does not listen answers SYN with RST.
+    blocker = closing(socket.socket())
+    blocker.bind(("127.0.0.1", 0))
+    c = closing(client_for(blocker))
+    with pytest.raises(ConnectionRefusedError):
+        run(loop, loop.sock_connect(c, blocker.getsockname()))
+    assert not registered_for_writing(loop, c.fileno())
+
+
+@needs_unix
+def test_connect_unix_missing_path(loop, closing, sockdir):
+    c = closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    c.setblocking(False)
+    with pytest.raises(FileNotFoundError):
+        run(loop, loop.sock_connect(c, os.path.join(sockdir, "missing")))
+
+
+def test_connect_resolves_localhost(loop, closing):
+    srv = closing(make_listener("tcp", None))
+    port = srv.getsockname()[1]
+    c = closing(client_for(srv))
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(srv))
+        await loop.sock_connect(c, ("localhost", port))
+        conn, _ = await accept
+        closing(conn)
+        return c.getpeername()
+    assert run(loop, main()) == ("127.0.0.1", port)
+
+
+def test_connect_resolves_service_name_port(loop, closing):
+    # A numeric port given as a string also goes through getaddrinfo.
+    srv = closing(make_listener("tcp", None))
+    port = srv.getsockname()[1]
+    c = closing(client_for(srv))
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(srv))
+        await loop.sock_connect(c, ("127.0.0.1", str(port)))
+        conn, _ = await accept
+        closing(conn)
+        return c.getpeername()
+    assert run(loop, main()) == ("127.0.0.1", port)
+
+
+def _has_ipv6_loopback():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_connect_ipv6(loop, closing):
+    srv = closing(socket.socket(socket.AF_INET6))
+    srv.bind(("::1", 0))
+    srv.listen(4)
+    srv.setblocking(False)
+    c = closing(client_for(srv))
+
+    async def main():
+        accept = asyncio.ensure_future(loop.sock_accept(srv))
+        await loop.sock_connect(c, srv.getsockname()[:2])
+        conn, addr = await accept
+        closing(conn)
+        assert addr[:2] == c.getsockname()[:2]
+    run(loop, main())
+
+
+def test_connect_udp(loop, udp_pair):
+    # sock_connect on a datagram socket just sets the default peer.
+    a, b = udp_pair
+
+    async def main():
+        await loop.sock_connect(a, b.getsockname())
+        await loop.sock_sendall(a, b"dgram")
+        return await loop.sock_recvfrom(b, 100)
+    if not hasattr(loop, "sock_recvfrom"):
+        pytest.skip("no sock_recvfrom")
+    data, addr = run(loop, main())
+    assert data == b"dgram" and addr == a.getsockname()
+
+
+# ---------------------------------------------------------------------------
+# UDP: sock_sendto / sock_recvfrom / sock_recvfrom_into
+
+needs_dgram_api = pytest.mark.skipif(
+    not hasattr(asyncio.AbstractEventLoop, "sock_recvfrom"),
+    reason="sock_recvfrom/sock_sendto are new in 3.11")
+
+
+@needs_dgram_api
+def test_sendto_recvfrom(loop, udp_pair):
+    a, b = udp_pair
+
+    async def main():
+        recv = asyncio.ensure_future(loop.sock_recvfrom(b, 100))
+        await asyncio.sleep(0.01)
+        assert not recv.done()
+        n = await loop.sock_sendto(a, b"datagram", b.getsockname())
+        assert n == 8
+        return await recv
+    data, addr = run(loop, main())
+    assert data == b"datagram"
+    assert addr == a.getsockname()
+
+
+@needs_dgram_api
+def test_recvfrom_already_there(loop, udp_pair):
+    a, b = udp_pair
+    a.sendto(b"one", b.getsockname())
+    a.sendto(b"two", b.getsockname())
+
+    async def main():
+        await asyncio.sleep(0.01)
+        return [await loop.sock_recvfrom(b, 100),
+                await loop.sock_recvfrom(b, 100)]
+    assert run(loop, main()) == [(b"one", a.getsockname()),
+                                 (b"two", a.getsockname())]
+
+
+@needs_dgram_api
+def test_recvfrom_truncates(loop, udp_pair):
+    a, b = udp_pair
+    a.sendto(b"0123456789", b.getsockname())
+
+    async def main():
+        await asyncio.sleep(0.01)
+        return await loop.sock_recvfrom(b, 4)
+    assert run(loop, main()) == (b"0123", a.getsockname())
+
+
+@needs_dgram_api
+def test_recvfrom_into(loop, udp_pair):
+    a, b = udp_pair
+    buf = bytearray(16)
+
+    async def main():
+        loop.call_later(0.01, a.sendto, b"abc", b.getsockname())
+        r1 = await loop.sock_recvfrom_into(b, buf)
+        a.sendto(b"0123456789", b.getsockname())
+        await asyncio.sleep(0.01)
+        r2 = await loop.sock_recvfrom_into(b, memoryview(buf)[8:], 4)
+        return r1, r2
+    (n1, addr1), (n2, addr2) = run(loop, main())
+    assert (n1, n2) == (3, 4)
+    assert addr1 == addr2 == a.getsockname()
+    assert buf == b"abc" + bytes(5) + b"0123" + bytes(4)
+
+
+@needs_dgram_api
+def test_recvfrom_cancel_then_reuse(loop, udp_pair):
+    a, b = udp_pair
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recvfrom(b, 100), 0.02)
+        a.sendto(b"late", b.getsockname())
+        await asyncio.sleep(0.03)
+        # Not consumed by a stray callback.
+        return await loop.sock_recvfrom(b, 100)
+    assert run(loop, main()) == (b"late", a.getsockname())
+
+
+@needs_dgram_api
+def test_sendto_many(loop, udp_pair):
+    a, b = udp_pair
+
+    async def main():
+        for i in range(20):
+            await loop.sock_sendto(a, b"%d" % i, b.getsockname())
+        got = []
+        for _ in range(20):
+            got.append((await loop.sock_recvfrom(b, 10))[0])
+        return got
+    assert run(loop, main()) == [b"%d" % i for i in range(20)]
+
+
+@needs_dgram_api
+def test_sendto_resolves_nothing_but_ip(loop, udp_pair):
+    # sock_sendto takes an already resolved address, like socket.sendto.
+    a, b = udp_pair
+
+    async def main():
+        await loop.sock_sendto(a, b"x", ("127.0.0.1", b.getsockname()[1]))
+        return await loop.sock_recvfrom(b, 10)
+    assert run(loop, main())[0] == b"x"
+
+
+@needs_unix
+@needs_dgram_api
+def test_unix_dgram_socketpair(loop, unix_dgram_pair):
+    a, b = unix_dgram_pair
+
+    async def main():
+        recv = asyncio.ensure_future(loop.sock_recv(b, 100))
+        await asyncio.sleep(0.01)
+        await loop.sock_sendall(a, b"unix dgram")
+        return await recv
+    assert run(loop, main()) == b"unix dgram"
+
+
+# ---------------------------------------------------------------------------
+# Blocking sockets and SSL sockets are refused
+
+
+def _blocking_calls(loop, s, u, f):
+    calls = [
+        ("sock_recv", lambda: loop.sock_recv(s, 10)),
+        ("sock_recv_into", lambda: loop.sock_recv_into(s, bytearray(10))),
+        ("sock_sendall", lambda: loop.sock_sendall(s, b"x")),
+        ("sock_connect", lambda: loop.sock_connect(s, ("127.0.0.1", 9))),
+        ("sock_accept", lambda: loop.sock_accept(s)),
+        ("sock_sendfile", lambda: loop.sock_sendfile(s, f)),
+    ]
+    if hasattr(asyncio.AbstractEventLoop, "sock_recvfrom"):
+        calls += [
+            ("sock_recvfrom", lambda: loop.sock_recvfrom(u, 10)),
+            ("sock_recvfrom_into",
+             lambda: loop.sock_recvfrom_into(u, bytearray(10))),
+            ("sock_sendto", lambda: loop.sock_sendto(
+                u, b"x", ("127.0.0.1", 9))),
+        ]
+    return calls
+
+
+def _check_blocking_refused(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    with socket.socket() as s, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+            open(path, "rb") as f:
+        assert s.gettimeout() is None and u.gettimeout() is None
+        for name, call in _blocking_calls(loop, s, u, f):
+            with pytest.raises(ValueError, match="non-blocking"):
+                run(loop, call())
+        # A socket with a timeout is not non-blocking either.
+        s.settimeout(1.0)
+        with pytest.raises(ValueError, match="non-blocking"):
+            run(loop, loop.sock_recv(s, 10))
+
+
+def test_blocking_socket_refused_in_debug(loop, tmp_path):
+    # asyncio (3.11 - 3.13) checks only in debug mode.
+    loop.set_debug(True)
+    _check_blocking_refused(loop, tmp_path)
+
+
+def test_blocking_socket_refused_without_debug_aioev(aioev_loop, tmp_path):
+    # aioev refuses blocking sockets always: a blocking call would freeze
+    # the loop.
+    assert not aioev_loop.get_debug()
+    _check_blocking_refused(aioev_loop, tmp_path)
+
+
+def test_ssl_socket_refused(loop):
+    ctx = ssl.create_default_context()
+    with ctx.wrap_socket(socket.socket(), server_hostname="localhost",
+                         do_handshake_on_connect=False) as s:
+        s.setblocking(False)
+        calls = [loop.sock_recv(s, 10), loop.sock_recv_into(s, bytearray(1)),
+                 loop.sock_sendall(s, b"x"),
+                 loop.sock_connect(s, ("127.0.0.1", 9)),
+                 loop.sock_accept(s)]
+        for coro in calls:
+            with pytest.raises(TypeError):
+                run(loop, coro)
+
+
+# ---------------------------------------------------------------------------
+# sock_sendfile
+
+
+@pytest.fixture
+def datafile(tmp_path):
+    data = os.urandom(300 * 1024) + b"END"
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+async def _read_all(loop, sock, n=None):
+    out = bytearray()
+    while n is None or len(out) < n:
+        chunk = await loop.sock_recv(sock, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def test_sendfile_whole_file(loop, stream_pair, datafile):
+    a, b = stream_pair
+    path, data = datafile
+
+    async def main():
+        with open(path, "rb") as f:
+            sent, got = await asyncio.gather(
+                loop.sock_sendfile(a, f), _read_all(loop, b, len(data)))
+            return sent, got, f.tell()
+    sent, got, pos = run(loop, main(), timeout=20)
+    assert sent == len(data)
+    assert got == data
+    assert pos == len(data)
+
+
+def test_sendfile_offset_count(loop, stream_pair, datafile):
+    a, b = stream_pair
+    path, data = datafile
+
+    async def main():
+        with open(path, "rb") as f:
+            sent = await loop.sock_sendfile(a, f, 1000, 5000)
+            got = await _read_all(loop, b, 5000)
+            return sent, got, f.tell()
+    assert run(loop, main()) == (5000, data[1000:6000], 6000)
+
+
+def test_sendfile_offset_to_end(loop, sockpair, datafile):
+    a, b = sockpair
+    path, data = datafile
+    offset = len(data) - 10000
+
+    async def main():
+        with open(path, "rb") as f:
+            sent = await loop.sock_sendfile(a, f, offset)
+            got = await _read_all(loop, b, len(data) - offset)
+            return sent, got, f.tell()
+    assert run(loop, main()) == (10000, data[offset:], len(data))
+
+
+def test_sendfile_count_beyond_end(loop, sockpair, datafile):
+    a, b = sockpair
+    path, data = datafile
+
+    async def main():
+        with open(path, "rb") as f:
+            sent = await loop.sock_sendfile(a, f, len(data) - 3, 1000)
+            got = await _read_all(loop, b, 3)
+            return sent, got
+    assert run(loop, main()) == (3, b"END")
+
+
+def test_sendfile_empty_file(loop, sockpair, tmp_path):
+    a, b = sockpair
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    with open(path, "rb") as f:
+        assert run(loop, loop.sock_sendfile(a, f)) == 0
+
+
+def test_sendfile_large_to_slow_reader(loop, tcp_pair, tmp_path):
+    a, b = tcp_pair
+    data = os.urandom(4 * 1024 * 1024)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+
+    async def slow_reader():
+        await asyncio.sleep(0.05)
+        out = bytearray()
+        i = 0
+        while len(out) < len(data):
+            out += await loop.sock_recv(b, 65536)
+            i += 1
+            if i % 16 == 0:
+                await asyncio.sleep(0.001)
+        return bytes(out)
+
+    async def main():
+        with open(path, "rb") as f:
+            return await asyncio.gather(loop.sock_sendfile(a, f),
+                                        slow_reader())
+    sent, got = run(loop, main(), timeout=30)
+    assert sent == len(data)
+    assert got == data
+
+
+def test_sendfile_fallback_bytesio(loop, sockpair):
+    # io.BytesIO has no fileno(): os.sendfile cannot be used, the default
+    # fallback=True sends with a read/sock_sendall loop.
+    a, b = sockpair
+    data = os.urandom(200 * 1024)
+    f = io.BytesIO(data)
+
+    async def main():
+        return await asyncio.gather(loop.sock_sendfile(a, f, 100, 150000),
+                                    _read_all(loop, b, 150000))
+    sent, got = run(loop, main(), timeout=20)
+    assert sent == 150000
+    assert got == data[100:150100]
+    assert f.tell() == 150100
+
+
+def test_sendfile_no_fallback_bytesio(loop, sockpair):
+    a, b = sockpair
+    f = io.BytesIO(b"data")
+    with pytest.raises(asyncio.SendfileNotAvailableError):
+        run(loop, loop.sock_sendfile(a, f, fallback=False))
+    assert f.tell() == 0
+    assert drain(b) == b""
+
+
+class PipeReader:
+    """A binary file object on a pipe: it has a fileno(), but os.sendfile()
+    refuses it (ESPIPE, with an offset)."""
+
+    mode = "rb"
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+    def readinto(self, buf):
+        return os.readv(self.fd, [buf])
+
+
+def test_sendfile_fallback_when_os_sendfile_fails(loop, sockpair, closing):
+    a, b = sockpair
+    r, w = os.pipe()
+    try:
+        os.write(w, b"through the pipe")
+        os.close(w)
+        w = -1
+        f = PipeReader(r)
+
+        async def main():
+            with pytest.raises(asyncio.SendfileNotAvailableError):
+                await loop.sock_sendfile(a, f, 0, 7, fallback=False)
+            assert drain(b) == b""
+            sent = await loop.sock_sendfile(a, f, 0, 7)
+            got = await _read_all(loop, b, 7)
+            return sent, got
+        assert run(loop, main()) == (7, b"through")
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_sendfile_bad_arguments(loop, sockpair, udp_pair, datafile, tmp_path):
+    a, b = sockpair
+    u, _ = udp_pair
+    path, _ = datafile
+    with open(path, "rb") as f:
+        with pytest.raises(ValueError):
+            run(loop, loop.sock_sendfile(u, f))         # not SOCK_STREAM
+        with pytest.raises(ValueError):
+            run(loop, loop.sock_sendfile(a, f, 0, 0))   # count <= 0
+        with pytest.raises(ValueError):
+            run(loop, loop.sock_sendfile(a, f, -1))     # offset < 0
+        with pytest.raises(TypeError):
+            run(loop, loop.sock_sendfile(a, f, 0, 1.5))
+        with pytest.raises(TypeError):
+            run(loop, loop.sock_sendfile(a, f, "0"))
+    with open(path, "r", encoding="latin-1") as t:
+        with pytest.raises(ValueError):
+            run(loop, loop.sock_sendfile(a, t))         # text mode
+    assert drain(b) == b""
+
+
+def test_sendfile_cancel(loop, sockpair, tmp_path):
+    # A socketpair: what the sender wrote is in the receive queue at once,
+    # so after draining, any further data would come from a stray writer.
+    # (asyncio leaves the file position unspecified after a cancel.)
+    a, b = sockpair
+    data = os.urandom(8 * 1024 * 1024)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+
+    async def main():
+        with open(path, "rb") as f:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(loop.sock_sendfile(a, f), 0.05)
+            await asyncio.sleep(0)
+            assert not registered_for_writing(loop, a.fileno())
+            got = drain(b)
+            await asyncio.sleep(0.03)
+            assert drain(b) == b""
+            assert 0 < len(got) < len(data)
+            assert got == data[:len(got)]
+            # The socket is usable again.
+            await loop.sock_sendall(a, b"next")
+            return await loop.sock_recv(b, 10)
+    assert run(loop, main(), timeout=20) == b"next"
