@@ -13,7 +13,9 @@ import socket
 import sys
 import threading
 import warnings
-from asyncio import base_events, coroutines, events, unix_events
+import weakref
+from asyncio import (base_events, coroutines, events, selector_events,
+                     unix_events)
 
 from . import _core
 
@@ -21,23 +23,9 @@ __all__ = ("Loop",)
 
 _Base = base_events.BaseEventLoop
 _Unix = unix_events._UnixSelectorEventLoop
-_NETWORK_MILESTONE = ("aioev {name}() is not implemented yet: networking "
-                      "(sockets, transports, servers, pipes, subprocesses) "
-                      "comes in a later release; use asyncio's default loop "
-                      "for it meanwhile")
-
-
+_Sel = selector_events.BaseSelectorEventLoop
 def _sighandler_noop(signum, frame):
     """Dummy signal handler: the wakeup fd does the work."""
-
-
-def _not_yet(name):
-    def method(self, *args, **kwargs):
-        raise NotImplementedError(_NETWORK_MILESTONE.format(name=name))
-    method.__name__ = name
-    method.__qualname__ = "Loop." + name
-    method.__doc__ = f"Not implemented yet in aioev: raises NotImplementedError."
-    return method
 
 
 class Loop(_core.Loop, asyncio.AbstractEventLoop):
@@ -47,11 +35,12 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False
-        self._asyncgens = __import__("weakref").WeakSet()
+        self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._signal_handlers = {}
+        self._transports = weakref.WeakValueDictionary()
         self._ssock = self._csock = None
         self._debug = coroutines._is_debug_mode()
 
@@ -253,13 +242,60 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
     _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
 
-    # -- networking: the next milestone -----------------------------------
+    # -- transports, servers, pipes, subprocesses, TLS ----------------------
+    #
+    # For now these are asyncio's own selector-loop implementations (stream
+    # and datagram transports, the Server object, happy eyeballs, SSL,
+    # pipes, child watchers) running on this loop through its C add_reader
+    # and add_writer. Native C transports replace them piece by piece.
 
-    for _name in (
-            "create_connection", "create_server", "create_unix_connection",
-            "create_unix_server", "create_datagram_endpoint",
-            "connect_accepted_socket", "connect_read_pipe",
-            "connect_write_pipe", "subprocess_exec", "subprocess_shell",
-            "sendfile", "start_tls"):
-        locals()[_name] = _not_yet(_name)
-    del _name
+    _add_reader = _core.Loop.add_reader
+    _add_writer = _core.Loop.add_writer
+    _remove_reader = _core.Loop.remove_reader
+    _remove_writer = _core.Loop.remove_writer
+
+    @property
+    def _selector(self):
+        # asyncio's transports read it for their repr only.
+        return _SelectorView(self)
+
+    for _cls, _names in (
+            (_Base, (
+                "create_connection", "_create_connection_transport",
+                "_connect_sock", "create_server", "_create_server_getaddrinfo",
+                "connect_accepted_socket", "create_datagram_endpoint",
+                "connect_read_pipe", "connect_write_pipe", "subprocess_exec",
+                "subprocess_shell", "sendfile", "_sendfile_fallback",
+                "start_tls")),
+            (_Sel, (
+                "_make_socket_transport", "_make_ssl_transport",
+                "_make_datagram_transport", "_start_serving",
+                "_accept_connection", "_accept_connection2", "_stop_serving",
+                "_ensure_fd_no_transport", "_sendfile_native")),
+            (_Unix, (
+                "create_unix_connection", "create_unix_server",
+                "_make_read_pipe_transport", "_make_write_pipe_transport",
+                "_make_subprocess_transport", "_child_watcher_callback"))):
+        for _name in _names:
+            if hasattr(_cls, _name):
+                locals()[_name] = getattr(_cls, _name)
+    del _cls, _names, _name
+
+
+class _SelectorView:
+    """The bit of a selector asyncio's transport reprs use: get_key()."""
+
+    class _Key:
+        __slots__ = ("events",)
+
+        def __init__(self, events):
+            self.events = events
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fd):
+        events = self._loop._fd_events(fd)
+        if not events:
+            raise KeyError(fd)
+        return self._Key(events)

@@ -280,6 +280,20 @@ remove_impl(LoopObj *loop, int writer, PyObject *fileobj)
     return PyBool_FromLong(rc);
 }
 
+/* The selectors-style mask (1 read, 2 write) watched on fd: what
+ * asyncio's transports ask their loop's selector for their repr. */
+static PyObject *
+loop_fd_events(LoopObj *loop, PyObject *fileobj)
+{
+    int fd = fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    io_entry *e = io_get(loop, fd, 0);
+    return PyLong_FromLong(e == NULL ? 0
+                           : (e->reader ? 1 : 0) | (e->writer ? 2 : 0));
+}
+
 static PyObject *
 loop_add_reader(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -313,5 +327,7 @@ PyMethodDef aioev_io_methods[] = {
      "Stop watching fd for reading; return True if it was watched."},
     {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
      "Stop watching fd for writing; return True if it was watched."},
+    {"_fd_events", (PyCFunction)loop_fd_events, METH_O,
+     "Events watched on fd: 1 read, 2 write (selectors' values)."},
     {NULL, NULL}
 };
