@@ -254,6 +254,31 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     _remove_reader = _core.Loop.remove_reader
     _remove_writer = _core.Loop.remove_writer
 
+    # The public ones refuse an fd a live transport owns, as asyncio's do.
+    def add_reader(self, fd, callback, *args):
+        """Start watching fd for read availability."""
+        if self._transports:
+            self._ensure_fd_no_transport(fd)
+        self._add_reader(fd, callback, *args)
+
+    def add_writer(self, fd, callback, *args):
+        """Start watching fd for write availability."""
+        if self._transports:
+            self._ensure_fd_no_transport(fd)
+        self._add_writer(fd, callback, *args)
+
+    def remove_reader(self, fd):
+        """Stop watching fd for reading; True if it was watched."""
+        if self._transports:
+            self._ensure_fd_no_transport(fd)
+        return self._remove_reader(fd)
+
+    def remove_writer(self, fd):
+        """Stop watching fd for writing; True if it was watched."""
+        if self._transports:
+            self._ensure_fd_no_transport(fd)
+        return self._remove_writer(fd)
+
     @property
     def _selector(self):
         # asyncio's transports read it for their repr only.
