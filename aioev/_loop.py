@@ -8,6 +8,7 @@ public surface, so behaviour follows the running Python's asyncio.
 
 import asyncio
 import errno
+import os
 import signal
 import socket
 import sys
@@ -24,6 +25,12 @@ __all__ = ("Loop",)
 _Base = base_events.BaseEventLoop
 _Unix = unix_events._UnixSelectorEventLoop
 _Sel = selector_events.BaseSelectorEventLoop
+_PY_TRANSPORT = bool(os.environ.get("AIOEV_PY_TRANSPORT"))
+
+# What asyncio checks on a transport before loop.sendfile and start_tls.
+_core.StreamTransport._sendfile_compatible = (
+    asyncio.constants._SendfileMode.TRY_NATIVE)
+_core.StreamTransport._start_tls_compatible = True
 def _sighandler_noop(signum, frame):
     """Dummy signal handler: the wakeup fd does the work."""
 
@@ -279,6 +286,16 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             self._ensure_fd_no_transport(fd)
         return self._remove_writer(fd)
 
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        # TCP and Unix streams get the C transport; AIOEV_PY_TRANSPORT=1
+        # falls back to asyncio's Python one (to compare, or to work around).
+        if _PY_TRANSPORT:
+            return _Sel._make_socket_transport(
+                self, sock, protocol, waiter, extra=extra, server=server)
+        return _core.StreamTransport(self, sock, protocol, waiter, extra,
+                                     server)
+
     @property
     def _selector(self):
         # asyncio's transports read it for their repr only.
@@ -293,7 +310,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
                 "subprocess_shell", "sendfile", "_sendfile_fallback",
                 "start_tls")),
             (_Sel, (
-                "_make_socket_transport", "_make_ssl_transport",
+                "_make_ssl_transport",
                 "_make_datagram_transport", "_start_serving",
                 "_accept_connection", "_accept_connection2", "_stop_serving",
                 "_ensure_fd_no_transport", "_sendfile_native")),

@@ -356,6 +356,12 @@ aioev_loop_is_running(LoopObj *self)
 }
 
 int
+aioev_loop_is_closed(LoopObj *self)
+{
+    return self->closed;
+}
+
+int
 aioev_loop_check_closed(LoopObj *self)
 {
     if (self->closed) {
@@ -1326,6 +1332,7 @@ loop_dealloc(LoopObj *self)
         self->evloop = NULL;
     }
     PyMem_Free(self->ready);
+    PyMem_Free(self->read_buf);
     PyMem_Free(self->timers);
     PyMem_Free(self->fds);
     tp->tp_free(self);

@@ -55,6 +55,7 @@ struct LoopObj {
     PyObject *current_handle;
     PyObject *task_factory;
     aioev_state *state;        /* cached: subclasses make lookups slow */
+    char *read_buf;            /* transports' recv scratch (stream.c) */
     LoopObj *next_loop;        /* module's list of live loops (gc hook) */
     LoopObj *prev_loop;
     double slow_callback_duration;

@@ -31,6 +31,11 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->TaskStepType);
     Py_VISIT(st->SockOpType);
     Py_VISIT(st->SockCoroType);
+    Py_VISIT(st->StreamType);
+    Py_VISIT(st->TransportSocket);
+    Py_VISIT(st->BufferedProtocol);
+    Py_VISIT(st->set_result_unless_cancelled);
+    Py_VISIT(st->set_nodelay);
     Py_VISIT(st->empty_context);
     Py_VISIT(st->SSLSocket);
     Py_VISIT(st->CancelledError);
@@ -71,6 +76,11 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->TaskStepType);
     Py_CLEAR(st->SockOpType);
     Py_CLEAR(st->SockCoroType);
+    Py_CLEAR(st->StreamType);
+    Py_CLEAR(st->TransportSocket);
+    Py_CLEAR(st->BufferedProtocol);
+    Py_CLEAR(st->set_result_unless_cancelled);
+    Py_CLEAR(st->set_nodelay);
     Py_CLEAR(st->empty_context);
     Py_CLEAR(st->SSLSocket);
     Py_CLEAR(st->CancelledError);
@@ -142,6 +152,14 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, logger), "asyncio.log", "logger"},
         {offsetof(aioev_state, inspect_isgenerator), "inspect",
          "isgenerator"},
+        {offsetof(aioev_state, TransportSocket), "asyncio.trsock",
+         "TransportSocket"},
+        {offsetof(aioev_state, BufferedProtocol), "asyncio",
+         "BufferedProtocol"},
+        {offsetof(aioev_state, set_result_unless_cancelled),
+         "asyncio.futures", "_set_result_unless_cancelled"},
+        {offsetof(aioev_state, set_nodelay), "asyncio.base_events",
+         "_set_nodelay"},
         {offsetof(aioev_state, future_repr), "aioev._helpers",
          "future_repr"},
         {offsetof(aioev_state, task_repr), "aioev._helpers", "task_repr"},
@@ -189,6 +207,7 @@ module_exec(PyObject *mod)
         || aioev_future_init_types(mod, st) < 0
         || aioev_task_init_types(mod, st) < 0
         || aioev_sock_init_types(mod, st) < 0
+        || aioev_stream_init_types(mod, st) < 0
         || aioev_loop_init_type(mod, st) < 0) {
         return -1;
     }

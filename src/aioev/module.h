@@ -100,6 +100,7 @@ typedef struct {
     PyTypeObject *TaskStepType;
     PyTypeObject *SockOpType;
     PyTypeObject *SockCoroType;
+    PyTypeObject *StreamType;
 
     /* asyncio objects looked up once at import */
     PyObject *CancelledError;
@@ -128,6 +129,10 @@ typedef struct {
     PyObject *empty_tuple;
     PyObject *empty_context;       /* for internal callbacks */
     PyObject *SSLSocket;           /* ssl.SSLSocket, or NULL without ssl */
+    PyObject *TransportSocket;     /* asyncio.trsock.TransportSocket */
+    PyObject *BufferedProtocol;
+    PyObject *set_result_unless_cancelled;
+    PyObject *set_nodelay;         /* asyncio.base_events._set_nodelay */
     uint64_t task_name_counter;
 
     /* Freed Handle/TimerHandle memory kept for reuse (handle.c): saves
@@ -257,6 +262,7 @@ int aioev_loop_check_closed(LoopObj *loop);
 int aioev_loop_check_call_soon(LoopObj *loop);
 int aioev_loop_get_debug(LoopObj *loop);
 int aioev_loop_is_running(LoopObj *loop);
+int aioev_loop_is_closed(LoopObj *loop);
 /* loop.create_future() for our own loop, without the method lookup. */
 PyObject *aioev_loop_new_future(LoopObj *loop);
 void aioev_loop_timer_cancelled(LoopObj *loop, TimerHandleObj *t);
@@ -313,6 +319,7 @@ typedef struct {
 int aioev_future_init_types(PyObject *mod, aioev_state *st);
 int aioev_task_init_types(PyObject *mod, aioev_state *st);
 int aioev_sock_init_types(PyObject *mod, aioev_state *st);
+int aioev_stream_init_types(PyObject *mod, aioev_state *st);
 
 /* Internal Future API used by Task (future.c). */
 int aioev_future_init(FutureObj *fut, PyObject *loop);

@@ -67,8 +67,9 @@ try_recv(SockOpObj *op, PyObject **res)
 {
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, op->n);
     ssize_t r;
-    if (bytes == NULL) {
-        return -1;
+    if (bytes == NULL || op->n == 0) {
+        *res = bytes;  /* socket.recv(0) is b"" at once, data or not */
+        return bytes ? 1 : -1;
     }
     do {
         r = recv(op->fd, PyBytes_AS_STRING(bytes), (size_t)op->n, 0);
@@ -88,13 +89,20 @@ try_recv(SockOpObj *op, PyObject **res)
     return 1;
 }
 
+/* The buffer is taken per attempt, as socket.recv_into does, so the
+ * caller may still resize it while we wait. */
 static int
 try_recv_into(SockOpObj *op, PyObject **res)
 {
+    Py_buffer view;
     ssize_t r;
+    if (PyObject_GetBuffer(op->arg, &view, PyBUF_WRITABLE) < 0) {
+        return -1;
+    }
     do {
-        r = recv(op->fd, op->buf.buf, (size_t)op->buf.len, 0);
+        r = recv(op->fd, view.buf, (size_t)view.len, 0);
     } while (r < 0 && errno == EINTR);
+    PyBuffer_Release(&view);
     if (r < 0) {
         if (would_block()) {
             return 0;
@@ -342,10 +350,13 @@ coro_cancel(SockCoroObj *c)
         return;
     }
     c->fut = NULL;
-    if (fut->fut_state == STATE_PENDING) {
+    /* A closed loop already dropped the fd watch and runs nothing more. */
+    if (fut->fut_state == STATE_PENDING
+        && !aioev_loop_is_closed((LoopObj *)fut->fut_loop)) {
         PyObject *exc = PyErr_GetRaisedException();
         if (aioev_future_cancel(AIOEV_STATE(fut), fut, Py_None) < 0) {
-            PyErr_WriteUnraisable((PyObject *)c);
+            /* not `c`: this may run from its dealloc */
+            PyErr_WriteUnraisable(NULL);
         }
         PyErr_SetRaisedException(exc);
     }
@@ -635,6 +646,9 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
             return fail_at_await(st, fut);
         }
         op->has_buf = 1;
+        if (kind == OP_RECV_INTO) {
+            op_release_buffer(op);  /* checked; retaken per attempt */
+        }
     }
 
     rc = try_op(op, &res);
@@ -705,7 +719,7 @@ loop_sock_recv_into(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
     if (check_nargs("sock_recv_into", nargs, 2, 2) < 0) {
         return NULL;
     }
-    return op_start(loop, OP_RECV_INTO, args[0], NULL, args[1], 1, 0);
+    return op_start(loop, OP_RECV_INTO, args[0], args[1], args[1], 1, 0);
 }
 
 static PyObject *
