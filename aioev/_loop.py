@@ -48,6 +48,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_saved_depth = None
         self._signal_handlers = {}
         self._transports = weakref.WeakValueDictionary()
+        self._unix_server_sockets = {}  # 3.13: socket files to unlink
         self._ssock = self._csock = None
         self._debug = coroutines._is_debug_mode()
 
@@ -317,7 +318,8 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             (_Unix, (
                 "create_unix_connection", "create_unix_server",
                 "_make_read_pipe_transport", "_make_write_pipe_transport",
-                "_make_subprocess_transport", "_child_watcher_callback"))):
+                "_make_subprocess_transport", "_child_watcher_callback",
+                "_stop_serving"))):
         for _name in _names:
             if hasattr(_cls, _name):
                 locals()[_name] = getattr(_cls, _name)

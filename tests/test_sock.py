@@ -19,6 +19,7 @@ Notes on asyncio's behaviour that the tests rely on (3.11 - 3.13):
 """
 
 import asyncio
+import gc
 import io
 import os
 import shutil
@@ -1281,3 +1282,135 @@ def test_sendfile_cancel(loop, sockpair, tmp_path):
             await loop.sock_sendall(a, b"next")
             return await loop.sock_recv(b, 10)
     assert run(loop, main(), timeout=20) == b"next"
+
+
+# ---------------------------------------------------------------------------
+# Drop-in details: result types, argument errors, awaitables
+
+
+def test_result_types(loop, sockpair, udp_pair):
+    a, b = sockpair
+    u, v = udp_pair
+
+    async def main():
+        b.send(b"abc")
+        await asyncio.sleep(0.01)
+        data = await loop.sock_recv(a, 100)
+        assert type(data) is bytes
+        assert await loop.sock_sendall(b, b"xy") is None
+        n = await loop.sock_recv_into(a, bytearray(10))
+        assert type(n) is int and n == 2
+        if hasattr(loop, "sock_sendto"):
+            sent = await loop.sock_sendto(u, b"dg", v.getsockname())
+            assert type(sent) is int and sent == 2
+            res = await loop.sock_recvfrom(v, 10)
+            assert type(res) is tuple and type(res[0]) is bytes
+            u.sendto(b"dg", v.getsockname())
+            res = await loop.sock_recvfrom_into(v, bytearray(10))
+            assert type(res) is tuple and res[0] == 2
+    run(loop, main())
+
+
+def test_recv_zero_bytes(loop, sockpair):
+    a, b = sockpair
+    # recv(0) returns b"" at once, data or not.
+    assert run(loop, loop.sock_recv(a, 0)) == b""
+
+
+def test_recv_negative_size(loop, sockpair):
+    a, b = sockpair
+    b.send(b"x")
+    with pytest.raises(ValueError):
+        run(loop, loop.sock_recv(a, -1))
+
+
+def test_recv_large_size_small_data(loop, sockpair):
+    a, b = sockpair
+    b.send(b"tiny")
+    data = run(loop, loop.sock_recv(a, 16 * 1024 * 1024))
+    assert data == b"tiny"
+
+
+def test_sendall_str_refused(loop, sockpair):
+    a, b = sockpair
+    with pytest.raises(TypeError):
+        run(loop, loop.sock_sendall(a, "text"))
+    assert drain(b) == b""
+
+
+def test_not_a_socket(loop):
+    # asyncio calls sock.recv(...): AttributeError; TypeError is as good.
+    for coro in (loop.sock_recv(object(), 10), loop.sock_sendall(None, b"x"),
+                 loop.sock_recv_into(42, bytearray(1))):
+        with pytest.raises((AttributeError, TypeError)):
+            run(loop, coro)
+
+
+def test_recv_into_buffer_not_locked_while_waiting(loop, sockpair):
+    # asyncio only touches the buffer when data arrives: the bytearray can
+    # still be resized while sock_recv_into waits (no buffer export held).
+    a, b = sockpair
+    buf = bytearray(4)
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv_into(a, buf))
+        await asyncio.sleep(0.01)
+        buf.extend(b"....")  # would raise BufferError if exported
+        b.send(b"12345678")
+        return await task
+    assert run(loop, main()) == 8
+    assert buf == b"12345678"
+
+
+def test_methods_usable_with_create_task(loop, closing, sockdir):
+    # asyncio's sock_* are coroutines: create_task() takes them.
+    srv = closing(make_listener("tcp", sockdir))
+    c = closing(client_for(srv))
+    a, b = closing(*nonblocking(*socket.socketpair()))
+
+    async def main():
+        acc = loop.create_task(loop.sock_accept(srv))
+        con = asyncio.create_task(loop.sock_connect(c, srv.getsockname()))
+        conn, _ = await acc
+        closing(conn)
+        await con
+        snd = asyncio.create_task(loop.sock_sendall(a, b"task"))
+        rcv = asyncio.create_task(loop.sock_recv(b, 10))
+        await snd
+        assert await rcv == b"task"
+        b.send(b"into")
+        buf = bytearray(4)
+        assert await asyncio.create_task(loop.sock_recv_into(a, buf)) == 4
+    run(loop, main())
+
+
+def test_awaitables_are_coroutines(loop, sockpair):
+    a, b = sockpair
+    coro = loop.sock_recv(a, 0)
+    try:
+        assert asyncio.iscoroutine(coro)
+    finally:
+        run(loop, coro)
+
+
+def test_pending_operations_collected_after_close(loop, errors, closing):
+    # Tasks still waiting in sock_* when the loop is closed, garbage
+    # collected afterwards: asyncio reports "Task was destroyed but it is
+    # pending!" and nothing else (no crash, no unraisable exception).
+    a, b = closing(*nonblocking(*socket.socketpair()))
+    srv = closing(make_listener("tcp", None))
+
+    async def start():
+        return [asyncio.ensure_future(loop.sock_recv(a, 10)),
+                asyncio.ensure_future(loop.sock_recv_into(b, bytearray(4))),
+                asyncio.ensure_future(loop.sock_accept(srv))]
+    tasks = loop.run_until_complete(start())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert not any(t.done() for t in tasks)
+    loop.close()
+    del tasks
+    gc.collect()
+    contexts = errors.take()
+    assert len(contexts) == 3
+    for ctx in contexts:
+        assert "destroyed but it is pending" in ctx["message"]

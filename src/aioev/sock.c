@@ -326,11 +326,16 @@ op_call(SockOpObj *op, PyObject *args, PyObject *kwds)
 typedef struct {
     PyObject_HEAD
     FutureObj *fut;        /* NULL once finished */
+    const char *name;      /* "sock_recv" ..., for reprs */
 } SockCoroObj;
+
+static const char *const op_names[] = {
+    "sock_recv", "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into",
+    "sock_sendall", "sock_sendto", "sock_accept", "sock_connect"};
 
 /* Steals fut. */
 static PyObject *
-coro_new(aioev_state *st, FutureObj *fut)
+coro_new(aioev_state *st, FutureObj *fut, int kind)
 {
     SockCoroObj *c = PyObject_GC_New(SockCoroObj, st->SockCoroType);
     if (c == NULL) {
@@ -338,6 +343,7 @@ coro_new(aioev_state *st, FutureObj *fut)
         return NULL;
     }
     c->fut = fut;
+    c->name = op_names[kind];
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }
@@ -495,6 +501,18 @@ coro_dealloc(SockCoroObj *c)
     Py_DECREF(tp);
 }
 
+static PyObject *
+coro_get_name(SockCoroObj *c, void *closure)
+{
+    return PyUnicode_FromFormat("%s%s", closure ? "Loop." : "", c->name);
+}
+
+static PyGetSetDef coro_getset[] = {
+    {"__name__", (getter)coro_get_name, NULL, NULL, NULL},
+    {"__qualname__", (getter)coro_get_name, NULL, NULL, (void *)1},
+    {NULL}
+};
+
 static PyMethodDef coro_methods[] = {
     {"send", (PyCFunction)coro_send, METH_O, NULL},
     {"throw", (PyCFunction)(void (*)(void))coro_throw, METH_FASTCALL, NULL},
@@ -508,6 +526,7 @@ static PyType_Slot coro_slots[] = {
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, coro_iternext},
     {Py_tp_methods, coro_methods},
+    {Py_tp_getset, coro_getset},
     {Py_tp_traverse, coro_traverse},
     {Py_tp_clear, coro_clear},
     {Py_tp_dealloc, coro_dealloc},
@@ -580,7 +599,7 @@ socket_fd(PyObject *sock)
 /* Settles fut with the raised exception and returns its coroutine: bad
  * arguments surface at await, as from asyncio's coroutines. */
 static PyObject *
-fail_at_await(aioev_state *st, FutureObj *fut)
+fail_at_await(aioev_state *st, FutureObj *fut, int kind)
 {
     PyObject *exc = PyErr_GetRaisedException();
     PyObject *r = aioev_future_set_exception(st, fut, exc);
@@ -590,7 +609,7 @@ fail_at_await(aioev_state *st, FutureObj *fut)
         return NULL;
     }
     Py_DECREF(r);
-    return coro_new(st, fut);
+    return coro_new(st, fut, kind);
 }
 
 /* Makes the op and its future, tries once, and watches the fd if the
@@ -613,10 +632,10 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     if ((kind == OP_RECV || kind == OP_RECVFROM) && n < 0) {
         PyErr_Format(PyExc_ValueError, "negative buffersize in %s",
                      kind == OP_RECV ? "recv" : "recvfrom");
-        return fail_at_await(st, fut);
+        return fail_at_await(st, fut, kind);
     }
     if (check_socket(loop, sock) < 0 || (fd = socket_fd(sock)) < 0) {
-        return fail_at_await(st, fut);
+        return fail_at_await(st, fut, kind);
     }
     op = PyObject_GC_New(SockOpObj, st->SockOpType);
     if (op == NULL) {
@@ -643,7 +662,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
                              Py_TYPE(bufobj)->tp_name);
             }
             Py_DECREF(op);
-            return fail_at_await(st, fut);
+            return fail_at_await(st, fut, kind);
         }
         op->has_buf = 1;
         if (kind == OP_RECV_INTO) {
@@ -655,7 +674,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     if (rc != 0) {
         op_finish(op, rc, res);
         Py_DECREF(op);
-        return coro_new(st, fut);
+        return coro_new(st, fut, kind);
     }
     op->handle = aioev_handle_new(st, st->HandleType, (PyObject *)loop,
                                   (PyObject *)op, st->empty_tuple,
@@ -670,7 +689,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
         goto error;
     }
     Py_DECREF(op);
-    return coro_new(st, fut);
+    return coro_new(st, fut, kind);
 
 error:
     if (op != NULL) {
@@ -857,10 +876,7 @@ op_dealloc(SockOpObj *op)
 static PyObject *
 op_repr(SockOpObj *op)
 {
-    static const char *names[] = {"recv", "recv_into", "recvfrom",
-                                  "recvfrom_into", "sendall", "sendto",
-                                  "accept", "connect"};
-    return PyUnicode_FromFormat("<sock_%s fd=%d>", names[op->kind], op->fd);
+    return PyUnicode_FromFormat("<%s fd=%d>", op_names[op->kind], op->fd);
 }
 
 static PyType_Slot op_slots[] = {

@@ -9,6 +9,8 @@ Usage::
                                                      # asyncio's C Future/Task
     python tests/cpython/run.py -k call_soon --module test_events
     python tests/cpython/run.py --list               # print selected ids
+    python tests/cpython/run.py --network            # + networking tests
+    python tests/cpython/run.py --network -m test_streams --loop asyncio
 
 The tests come from the standard library of the interpreter that runs this
 script (``python -c "import test.test_asyncio"`` must work: pyenv and most
@@ -36,8 +38,25 @@ How the loop under test gets in
                   ImplTask_PyFuture_Tests, PyTask_ImplFuture_Tests,
                   ImplCurrentLoopTests
   test_events     ImplEventLoopTests (EventLoopTestsMixin,
+                  create_event_loop -> Loop(); with --network
+                  UnixEventLoopTestsMixin, i.e. + a child watcher, as
+                  CPython's Unix loop classes)
+  --network only:
+  test_sock_lowlevel  ImplSockTests (BaseSockTestsMixin,
                   create_event_loop -> Loop())
+  test_sendfile   ImplSendfileTests (SendfileTestsBase,
+                  create_event_loop -> Loop())
+  test_server     ImplStartServerTests (BaseStartServer, new_loop -> Loop())
+  test_buffered_proto  ImplBufferedProtocolTests (BaseTestBufferedProtocol,
+                  new_loop -> Loop())
   ==============  =========================================================
+
+  The tests CPython defines directly on its stock-loop class of those
+  modules (e.g. ``SelectorStartServerTests.test_start_unix_server_1``) are
+  copied into the Impl class.  test_streams, test_protocols,
+  test_transports and the IsolatedAsyncioTestCase classes of test_server
+  get their loop from ``asyncio.new_event_loop()`` / ``asyncio.Runner``,
+  i.e. from the patched policy: nothing to plug.
 
   The C-only test methods of CPython's ``CFutureTests`` /
   ``CTask_CFuture_Tests`` (``del`` of C slots must not crash, ...) are copied
@@ -59,14 +78,23 @@ Selection rules (what is NOT run, and is not listed in skips.txt)
    ``(C|Py)IntrospectionTests`` (``_register_task``/``_enter_task``
    implementations);
    test_events ``(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests``
-   (the stock selector loops).
-2. Network tests -- next milestone.  In ImplEventLoopTests every test whose
-   name matches NETWORK_RE below (``connect|server|datagram|sock|pipe|pty|
-   ssl|unix|subprocess|sendfile|prompt_cancellation``) is left out, and the
-   ``TestServer``/``TestAbstractServer`` classes of test_events too.
-   What remains: run_until_complete*, call_soon*, call_later,
+   (the stock selector loops); with --network also test_sock_lowlevel and
+   test_sendfile ``(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests``,
+   test_server ``(Selector|Proactor)StartServerTests``, test_buffered_proto
+   ``BufferedProtocol(Selector|Proactor)Tests``.
+2. Network tests -- the networking milestone; ``--network`` selects them.
+   Without --network, in ImplEventLoopTests every test whose name matches
+   NETWORK_RE below (``connect|server|datagram|sock|ssl|unix|sendfile|
+   prompt_cancellation``) or PIPES_RE is left out, and the
+   ``TestServer``/``TestAbstractServer`` classes of test_events too, and
+   the NETWORK_MODULES (test_sock_lowlevel, test_streams, test_server,
+   test_buffered_proto, test_sendfile, test_protocols, test_transports) are
+   not run.  What remains: run_until_complete*, call_soon*, call_later,
    run_in_executor*, reader/writer callbacks, add/remove fds after closing,
    signal handling, close*.
+   With --network, the network tests and modules are run; the tests
+   matching PIPES_RE (``pipe|pty|subprocess``: read/write pipes, ptys,
+   subprocesses -- a later milestone) stay out in both modes.
 3. Modules missing from a Python version (test_timeouts, test_taskgroups on
    3.10) are skipped with a note.
 
@@ -111,17 +139,25 @@ MODULES = [
     "test_waitfor", "test_pep492", "test_context", "test_threads",
     "test_events",
 ]
+# Run only with --network (see rule 2).
+NETWORK_MODULES = [
+    "test_sock_lowlevel", "test_streams", "test_server",
+    "test_buffered_proto", "test_sendfile", "test_protocols",
+    "test_transports",
+]
 # Heaviest first, so that -j 2 finishes early.
 ORDER = ["test_tasks", "test_events", "test_locks", "test_waitfor",
          "test_futures", "test_queues", "test_taskgroups", "test_timeouts",
          "test_runners", "test_threads", "test_futures2", "test_pep492",
-         "test_context"]
+         "test_context", "test_streams", "test_sock_lowlevel",
+         "test_sendfile", "test_server", "test_buffered_proto",
+         "test_protocols", "test_transports"]
 
-# Rule 2 (network tests are the next milestone); matched against the test
-# method name of ImplEventLoopTests.
+# Rule 2; matched against the test method name of ImplEventLoopTests.
+# NETWORK_RE: run with --network only.  PIPES_RE: never (later milestone).
 NETWORK_RE = re.compile(
-    r"connect|server|datagram|sock|pipe|pty|ssl|unix|subprocess|sendfile"
-    r"|prompt_cancellation")
+    r"connect|server|datagram|sock|ssl|unix|sendfile|prompt_cancellation")
+PIPES_RE = re.compile(r"pipe|pty|subprocess")
 
 # Rule 1: classes of stdlib-only variants, replaced by Impl* classes.
 EXCLUDED_CLASSES = {
@@ -129,8 +165,16 @@ EXCLUDED_CLASSES = {
     "test_futures2": [r"(C|Py)FutureTests"],
     "test_tasks": [r"(C|Py)Task\w*_(C|Py)Future\w*Tests",
                    r"(C|Py)IntrospectionTests"],
-    "test_events": [r"(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests",
-                    r"TestServer", r"TestAbstractServer"],
+    "test_events": [r"(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests"],
+    "test_sock_lowlevel": [
+        r"(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests"],
+    "test_sendfile": [r"(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests"],
+    "test_server": [r"(Selector|Proactor)StartServerTests"],
+    "test_buffered_proto": [r"BufferedProtocol(Selector|Proactor)Tests"],
+}
+# Rule 2: classes left out without --network.
+NETWORK_CLASSES = {
+    "test_events": [r"TestServer", r"TestAbstractServer"],
 }
 
 
@@ -152,13 +196,14 @@ def _version_ok(cond):
             "<": have < want, ">": have > want, "!=": have != want}[op]
 
 
-def load_skips(path, loop_kind):
+def load_skips(path, loop_kind, network=False):
     """Parse skips.txt.
 
     Line format:  KIND  PATTERN  [CONDITION ...]  --  REASON
       KIND       skip | xfail
       PATTERN    short test id (module.Class.test_name), fnmatch wildcards ok
-      CONDITION  py>=3.12, py<3.11 ... ; loop=aioev | loop=asyncio
+      CONDITION  py>=3.12, py<3.11 ... ; loop=aioev | loop=asyncio ;
+                 network (only with --network)
     Returns a list of dicts (only the entries whose conditions hold).
     """
     entries = []
@@ -179,6 +224,8 @@ def load_skips(path, loop_kind):
             for c in conds:
                 if c.startswith("loop="):
                     ok = ok and c[5:] == loop_kind
+                elif c == "network":
+                    ok = ok and network
                 else:
                     ok = ok and _version_ok(c)
             if ok:
@@ -256,6 +303,18 @@ def _copy_own_tests(src, dst):
             setattr(dst, name, value)
 
 
+def _copy_own_members(src, dst, factories=("create_event_loop", "new_loop")):
+    """Copy the test_* methods and helpers (``_basetest_*`` ...) defined
+    directly on class src onto dst; not the loop factory, not dunders."""
+    if src is None:
+        return
+    for name, value in vars(src).items():
+        if name in factories or name.startswith("__") or hasattr(dst, name):
+            continue
+        if callable(value) or isinstance(value, (staticmethod, classmethod)):
+            setattr(dst, name, value)
+
+
 def _add_class(mod, name, bases, ns):
     ns = dict(ns)
     ns["__module__"] = mod.__name__
@@ -265,7 +324,7 @@ def _add_class(mod, name, bases, ns):
     return cls
 
 
-def extra_classes(modname, mod):
+def extra_classes(modname, mod, network=False):
     """Create the Impl* classes / re-hook loop factories of one module.
 
     Returns (classes to add, per-class method filter).
@@ -273,6 +332,7 @@ def extra_classes(modname, mod):
     from test.test_asyncio import utils as test_utils
     from asyncio import futures, tasks
     import asyncio
+    import unittest
 
     added = []
     method_filter = {}
@@ -338,11 +398,47 @@ def extra_classes(modname, mod):
     elif modname == "test_events":
         def create_event_loop(self):
             return Impl.Loop()
+        mixin = mod.EventLoopTestsMixin
+        if network:
+            mixin = getattr(mod, "UnixEventLoopTestsMixin", mixin)
         c = _add_class(mod, "ImplEventLoopTests",
-                       (mod.EventLoopTestsMixin, test_utils.TestCase),
+                       (mixin, test_utils.TestCase),
                        {"create_event_loop": create_event_loop})
         added.append(c)
-        method_filter[c] = lambda name: not NETWORK_RE.search(name)
+        if network:
+            method_filter[c] = lambda name: not PIPES_RE.search(name)
+        else:
+            method_filter[c] = lambda name: not (NETWORK_RE.search(name) or
+                                                 PIPES_RE.search(name))
+
+    elif modname in ("test_sock_lowlevel", "test_sendfile"):
+        def create_event_loop(self):
+            return Impl.Loop()
+        base = (mod.BaseSockTestsMixin if modname == "test_sock_lowlevel"
+                else mod.SendfileTestsBase)
+        name = ("ImplSockTests" if modname == "test_sock_lowlevel"
+                else "ImplSendfileTests")
+        c = _add_class(mod, name, (base, test_utils.TestCase),
+                       {"create_event_loop": create_event_loop})
+        # On Unix, the last stock class defined (the one that always
+        # exists) is SelectEventLoopTests.
+        _copy_own_members(getattr(mod, "SelectEventLoopTests", None), c)
+        added.append(c)
+
+    elif modname in ("test_server", "test_buffered_proto"):
+        def new_loop(self):
+            return Impl.Loop()
+        if modname == "test_server":
+            base, name = mod.BaseStartServer, "ImplStartServerTests"
+            stock = getattr(mod, "SelectorStartServerTests", None)
+        else:
+            base, name = (mod.BaseTestBufferedProtocol,
+                          "ImplBufferedProtocolTests")
+            stock = getattr(mod, "BufferedProtocolSelectorTests", None)
+        c = _add_class(mod, name, (base, unittest.TestCase),
+                       {"new_loop": new_loop})
+        _copy_own_members(stock, c)
+        added.append(c)
 
     elif modname == "test_pep492":
         def setUp(self):
@@ -367,13 +463,16 @@ def extra_classes(modname, mod):
     return added, method_filter
 
 
-def build_suite(modname, kfilters):
+def build_suite(modname, kfilters, network=False):
     import importlib
     import unittest
 
     mod = importlib.import_module(PKG + modname)
-    added, method_filter = extra_classes(modname, mod)
-    excluded = [re.compile(p + r"\Z") for p in EXCLUDED_CLASSES.get(modname, [])]
+    added, method_filter = extra_classes(modname, mod, network)
+    patterns = list(EXCLUDED_CLASSES.get(modname, []))
+    if not network:
+        patterns += NETWORK_CLASSES.get(modname, [])
+    excluded = [re.compile(p + r"\Z") for p in patterns]
     loader = unittest.TestLoader()
 
     classes = []
@@ -450,8 +549,9 @@ def child_main(args):
 
     try:
         setup_impl(args.loop)
-        entries = load_skips(args.skips, args.loop) if args.skips else []
-        mod, suite, tests = build_suite(args.child, args.k)
+        entries = (load_skips(args.skips, args.loop, args.network)
+                   if args.skips else [])
+        mod, suite, tests = build_suite(args.child, args.k, args.network)
     except SystemExit:
         raise
     except BaseException:
@@ -588,6 +688,8 @@ def run_module(modname, args, workdir):
                "--results", res_path, "--done", done_path,
                "--loop", args.loop, "--timeout", str(args.timeout)]
         cmd += ["--skips", args.skips] if args.skips else ["--no-skips"]
+        if args.network:
+            cmd.append("--network")
         for k in args.k or ():
             cmd += ["-k", k]
         env = dict(os.environ)
@@ -726,19 +828,23 @@ def parent_main(args):
         where = "stdlib asyncio (%s loop, _CFuture, _CTask)" % (
             "selector")
 
-    modules = args.module or MODULES
+    known = MODULES + NETWORK_MODULES if args.network else MODULES
+    modules = args.module or known
     for m in modules:
-        if m not in MODULES:
-            print("unknown module %s (choose from %s)" % (m, ", ".join(MODULES)),
-                  file=sys.stderr)
+        if m not in known:
+            hint = (" (a network module: add --network)"
+                    if m in NETWORK_MODULES else "")
+            print("unknown module %s%s (choose from %s)"
+                  % (m, hint, ", ".join(known)), file=sys.stderr)
             return 2
     present, missing = [], []
     for m in modules:
         (present if python_has_module(sys.executable, m) else missing).append(m)
     present.sort(key=lambda m: ORDER.index(m) if m in ORDER else 99)
 
-    print("CPython %s test.test_asyncio against %s: %s"
-          % (sys.version.split()[0], args.loop, where))
+    print("CPython %s test.test_asyncio against %s%s: %s"
+          % (sys.version.split()[0], args.loop,
+             " (with network tests)" if args.network else "", where))
     for m in missing:
         print("note: %s does not exist on Python %s; skipped"
               % (m, sys.version.split()[0]))
@@ -747,6 +853,7 @@ def parent_main(args):
             subprocess.run([sys.executable, os.path.abspath(__file__),
                             "--child", m, "--results", os.devnull, "--list",
                             "--loop", args.loop]
+                           + (["--network"] if args.network else [])
                            + (["--skips", args.skips] if args.skips
                               else ["--no-skips"])
                            + sum([["-k", k] for k in args.k or ()], []))
@@ -799,7 +906,7 @@ def parent_main(args):
             print("      " + short_id(r["id"]))
 
     if args.skips and not args.k and not args.module and not missing:
-        stale = [e for e in load_skips(args.skips, args.loop)
+        stale = [e for e in load_skips(args.skips, args.loop, args.network)
                  if e["line"] not in skips_used]
         if stale:
             print("\nnote: skips.txt entries that matched no test:")
@@ -807,8 +914,9 @@ def parent_main(args):
                 print("      line %d: %s" % (e["line"], e["pattern"]))
 
     c = summarize(all_recs)
-    print("\nSUMMARY [%s, Python %s, %.0fs]: %s"
-          % (args.loop, sys.version.split()[0], time.monotonic() - t0,
+    print("\nSUMMARY [%s%s, Python %s, %.0fs]: %s"
+          % (args.loop, ", network" if args.network else "",
+             sys.version.split()[0], time.monotonic() - t0,
              fmt_counts(c)))
     if args.json:
         with open(args.json, "w") as f:
@@ -845,6 +953,10 @@ def main(argv=None):
                         "PATTERN (or matches it as a glob); repeatable")
     p.add_argument("--loop", choices=["aioev", "asyncio"], default="aioev",
                    help="implementation under test (asyncio = baseline)")
+    p.add_argument("--network", action="store_true",
+                   help="also run the networking tests: the network tests "
+                        "of test_events and the modules "
+                        + ", ".join(NETWORK_MODULES))
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-j", "--jobs", type=int,
                    default=min(2, os.cpu_count() or 1),
