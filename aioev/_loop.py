@@ -297,6 +297,25 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         return _core.StreamTransport(self, sock, protocol, waiter, extra,
                                      server)
 
+    def _stop_serving(self, sock):
+        # 3.13's create_unix_server(cleanup_socket=True) records the socket
+        # file's inode: unlink it when the server stops, if still ours.
+        path = None
+        if sock in self._unix_server_sockets:
+            path = sock.getsockname()
+        _Sel._stop_serving(self, sock)
+        if path is None:
+            return
+        prev_ino = self._unix_server_sockets.pop(sock)
+        try:
+            if os.stat(path).st_ino == prev_ino:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            base_events.logger.error(
+                "Unable to clean up listening UNIX socket %r: %r", path, err)
+
     @property
     def _selector(self):
         # asyncio's transports read it for their repr only.
@@ -313,13 +332,12 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             (_Sel, (
                 "_make_ssl_transport",
                 "_make_datagram_transport", "_start_serving",
-                "_accept_connection", "_accept_connection2", "_stop_serving",
+                "_accept_connection", "_accept_connection2",
                 "_ensure_fd_no_transport", "_sendfile_native")),
             (_Unix, (
                 "create_unix_connection", "create_unix_server",
                 "_make_read_pipe_transport", "_make_write_pipe_transport",
-                "_make_subprocess_transport", "_child_watcher_callback",
-                "_stop_serving"))):
+                "_make_subprocess_transport", "_child_watcher_callback"))):
         for _name in _names:
             if hasattr(_cls, _name):
                 locals()[_name] = getattr(_cls, _name)
