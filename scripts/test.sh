@@ -160,7 +160,7 @@ run_cpython_tests() {  # run_cpython_tests VENV
         echo "tests/cpython/run.py is missing" >&2
         return 1
     fi
-    "$1/bin/python" tests/cpython/run.py
+    "$1/bin/python" tests/cpython/run.py --network
 }
 
 # build_debug: aioev for the debug interpreter, in .venv-dbg/site (no
@@ -194,7 +194,7 @@ run_refleak() {
 # .venv-dbg so the source tree's release build cannot shadow the debug one.
 run_cpython_dbg() {
     (cd "$ROOT/.venv-dbg" && PYTHONPATH=$ROOT/.venv-dbg/site "$DBG_PY" \
-        "$ROOT/tests/cpython/run.py")
+        "$ROOT/tests/cpython/run.py" --network)
 }
 
 export ROOT DBG_PY
