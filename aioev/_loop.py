@@ -297,6 +297,34 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         return _core.StreamTransport(self, sock, protocol, waiter, extra,
                                      server)
 
+    async def _sendfile_fallback(self, transp, file, offset, count):
+        # loop.sendfile() when os.sendfile cannot be used: read blocks in
+        # the executor and write them, honouring the transport's flow
+        # control. (asyncio's own version accepts only its Python
+        # transports.)
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total_sent = 0
+        proto = _SendfileFallbackProtocol(transp)
+        try:
+            while not count or total_sent < count:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    break
+                await proto.drain()
+                transp.write(view[:read])
+                total_sent += read
+            return total_sent
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
+            await proto.restore()
+
     def _stop_serving(self, sock):
         # 3.13's create_unix_server(cleanup_socket=True) records the socket
         # file's inode: unlink it when the server stops, if still ours.
@@ -327,8 +355,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
                 "_connect_sock", "create_server", "_create_server_getaddrinfo",
                 "connect_accepted_socket", "create_datagram_endpoint",
                 "connect_read_pipe", "connect_write_pipe", "subprocess_exec",
-                "subprocess_shell", "sendfile", "_sendfile_fallback",
-                "start_tls")),
+                "subprocess_shell", "sendfile", "start_tls")),
             (_Sel, (
                 "_make_ssl_transport",
                 "_make_datagram_transport", "_start_serving",
@@ -342,6 +369,23 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             if hasattr(_cls, _name):
                 locals()[_name] = getattr(_cls, _name)
     del _cls, _names, _name
+
+
+class _SendfileFallbackProtocol(base_events._SendfileFallbackProtocol):
+    """asyncio's stand-in protocol for the sendfile fallback, for any
+    transport with the flow-control API (asyncio's insists on its own
+    Python base class)."""
+
+    def __init__(self, transp):
+        self._transport = transp
+        self._proto = transp.get_protocol()
+        self._should_resume_reading = transp.is_reading()
+        self._should_resume_writing = transp._protocol_paused
+        transp.pause_reading()
+        transp.set_protocol(self)
+        self._write_ready_fut = None
+        if self._should_resume_writing:
+            self._write_ready_fut = transp._loop.create_future()
 
 
 class _SelectorView:

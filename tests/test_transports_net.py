@@ -6,6 +6,7 @@ loop; these tests are the contract a native C transport has to keep.
 """
 
 import asyncio
+import io
 import hashlib
 import logging
 import os
@@ -930,6 +931,28 @@ def test_sendfile(loop, datafile, offset, count):
             ctr.write_eof()
             await sproto.wait_eof()
             assert bytes(sproto.data) == b"head:" + want + b":tail"
+        finally:
+            await close_all((ctr, cproto), (str_, sproto))
+    run(loop, main())
+
+
+@pytest.mark.parametrize("offset,count", [(0, None), (7, 100_000)])
+def test_sendfile_fallback_without_fileno(loop, datafile, offset, count):
+    # An in-memory file cannot go through os.sendfile: the fallback reads
+    # it in the executor and writes it with flow control.
+    _, data = datafile
+    f = io.BytesIO(data)
+    want = data[offset:offset + count] if count else data[offset:]
+
+    async def main():
+        ctr, cproto, str_, sproto = await tcp_pair(loop)
+        try:
+            sent = await loop.sendfile(ctr, f, offset, count)
+            assert sent == len(want)
+            assert f.tell() == offset + sent
+            ctr.write_eof()
+            await sproto.wait_eof()
+            assert bytes(sproto.data) == want
         finally:
             await close_all((ctr, cproto), (str_, sproto))
     run(loop, main())
