@@ -762,10 +762,10 @@ make_handle(LoopObj *self, PyTypeObject *tp, const char *fname,
     }
 error:
     Py_XDECREF(tuple);
-    if (ctx != NULL && !PyObject_GC_IsTracked(ctx)) {
+    if (h == NULL && ctx != NULL && !PyObject_GC_IsTracked(ctx)) {
         PyObject_GC_Track(ctx);  /* contexts die tracked (handle.c) */
     }
-    Py_XDECREF(ctx);
+    Py_XDECREF(ctx);  /* on success the handle holds it, untracked */
     return h;
 }
 
