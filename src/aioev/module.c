@@ -44,6 +44,9 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->iscoroutine);
     Py_VISIT(st->iscoroutinefunction);
     Py_VISIT(st->register_task);
+    Py_VISIT(st->tasks_data);
+    Py_VISIT(st->tasks_remove);
+    Py_VISIT(st->tasks_pending);
     Py_VISIT(st->enter_task);
     Py_VISIT(st->leave_task);
     Py_VISIT(st->swap_current_task);
@@ -89,6 +92,9 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->iscoroutine);
     Py_CLEAR(st->iscoroutinefunction);
     Py_CLEAR(st->register_task);
+    Py_CLEAR(st->tasks_data);
+    Py_CLEAR(st->tasks_remove);
+    Py_CLEAR(st->tasks_pending);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);
     Py_CLEAR(st->swap_current_task);
@@ -111,6 +117,45 @@ static void
 module_free(void *mod)
 {
     module_clear((PyObject *)mod);
+}
+
+/* Finds the WeakSet asyncio's _register_task adds to, and its parts, so
+ * that registering one of our tasks costs a weakref and a set insertion
+ * instead of a run of WeakSet.add in Python. Leaves them NULL (and the
+ * slow path in use) if anything is not as expected. */
+static void
+open_task_registry(aioev_state *st)
+{
+    PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
+    PyObject *weakset = NULL, *cls = NULL;
+    if (tasks == NULL) {
+        goto done;
+    }
+    weakset = PyObject_GetAttrString(tasks, "_scheduled_tasks");
+    if (weakset == NULL) {
+        PyErr_Clear();
+        weakset = PyObject_GetAttrString(tasks, "_all_tasks");
+    }
+    cls = import_attr("weakref", "WeakSet");
+    if (weakset == NULL || cls == NULL || !Py_IS_TYPE(weakset,
+                                                      (PyTypeObject *)cls)) {
+        goto done;
+    }
+    st->tasks_data = PyObject_GetAttrString(weakset, "data");
+    st->tasks_remove = PyObject_GetAttrString(weakset, "_remove");
+    st->tasks_pending = PyObject_GetAttrString(weakset, "_pending_removals");
+    if (st->tasks_data == NULL || !PySet_CheckExact(st->tasks_data)
+        || st->tasks_remove == NULL || st->tasks_pending == NULL
+        || !PyList_CheckExact(st->tasks_pending)) {
+        Py_CLEAR(st->tasks_data);
+        Py_CLEAR(st->tasks_remove);
+        Py_CLEAR(st->tasks_pending);
+    }
+done:
+    PyErr_Clear();
+    Py_XDECREF(tasks);
+    Py_XDECREF(weakset);
+    Py_XDECREF(cls);
 }
 
 static int
@@ -179,6 +224,7 @@ module_exec(PyObject *mod)
 #if PY_VERSION_HEX >= 0x030B0000
     st->wrap_stopiteration = Py_Version >= 0x030C0200;
 #endif
+    open_task_registry(st);
     st->empty_context = PyContext_New();
     if (st->empty_context == NULL) {
         return -1;

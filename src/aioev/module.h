@@ -109,6 +109,12 @@ typedef struct {
     PyObject *iscoroutine;         /* asyncio.coroutines.iscoroutine */
     PyObject *iscoroutinefunction;
     PyObject *register_task;       /* asyncio.tasks._register_task */
+    /* The WeakSet behind it (_all_tasks, 3.12+ _scheduled_tasks), opened
+     * up: its data set, _remove callback and _pending_removals list. NULL
+     * if it is not the WeakSet we know; then register_task is called. */
+    PyObject *tasks_data;
+    PyObject *tasks_remove;
+    PyObject *tasks_pending;
     PyObject *enter_task;          /* asyncio.tasks._enter_task */
     PyObject *leave_task;          /* asyncio.tasks._leave_task */
     PyObject *swap_current_task;   /* 3.12+ eager tasks, else NULL */

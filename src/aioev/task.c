@@ -458,6 +458,23 @@ call_one(PyObject *func, PyObject *arg)
     return 0;
 }
 
+/* asyncio.tasks._register_task(task): what WeakSet.add does, in C, when
+ * no removals are pending (else the real thing, which commits them). */
+static int
+register_task(aioev_state *st, TaskObj *task)
+{
+    if (st->tasks_data != NULL && PyList_GET_SIZE(st->tasks_pending) == 0) {
+        PyObject *ref = PyWeakref_NewRef((PyObject *)task, st->tasks_remove);
+        if (ref == NULL) {
+            return -1;
+        }
+        int rc = PySet_Add(st->tasks_data, ref);
+        Py_DECREF(ref);
+        return rc;
+    }
+    return call_one(st->register_task, (PyObject *)task);
+}
+
 #ifdef AIOEV_PY312
 static int
 loop_is_running(PyObject *loop)
@@ -508,7 +525,7 @@ task_eager_start(aioev_state *st, TaskObj *task)
     if (task->task_state != STATE_PENDING) {
         Py_CLEAR(task->task_coro);
     }
-    else if (call_one(st->register_task, (PyObject *)task) < 0) {
+    else if (register_task(st, task) < 0) {
         if (err == NULL) {
             return -1;
         }
@@ -576,7 +593,7 @@ task_setup(aioev_state *st, TaskObj *task, PyObject *coro, PyObject *loop,
     if (task_schedule_step(st, task, NULL) < 0) {
         return -1;
     }
-    return call_one(st->register_task, (PyObject *)task);
+    return register_task(st, task);
 }
 
 PyObject *
