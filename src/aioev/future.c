@@ -388,16 +388,7 @@ future_reset(FutureObj *fut)
 int
 aioev_future_clear(FutureObj *fut)
 {
-    Py_CLEAR(fut->fut_loop);
-    Py_CLEAR(fut->fut_callback0);
-    Py_CLEAR(fut->fut_context0);
-    Py_CLEAR(fut->fut_callbacks);
-    Py_CLEAR(fut->fut_result);
-    Py_CLEAR(fut->fut_exception);
-    Py_CLEAR(fut->fut_exception_tb);
-    Py_CLEAR(fut->fut_source_tb);
-    Py_CLEAR(fut->fut_cancel_msg);
-    Py_CLEAR(fut->fut_cancelled_exc);
+    future_reset(fut);
     Py_CLEAR(fut->dict);
     return 0;
 }
@@ -662,20 +653,19 @@ error:
     return NULL;
 }
 
-static PyObject *
-future_cancel(FutureObj *fut, PyObject *const *args, size_t nargsf,
-              PyObject *kwnames)
+int
+aioev_parse_cancel_args(PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames, PyObject **msg)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *msg = Py_None;
-
+    *msg = Py_None;
     if (nargs > 1) {
         PyErr_SetString(PyExc_TypeError,
                         "cancel() takes at most 1 argument");
-        return NULL;
+        return -1;
     }
     if (nargs == 1) {
-        msg = args[0];
+        *msg = args[0];
     }
     if (kwnames != NULL) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
@@ -684,12 +674,21 @@ future_cancel(FutureObj *fut, PyObject *const *args, size_t nargsf,
                 PyErr_Format(PyExc_TypeError,
                              "cancel() got an unexpected keyword argument "
                              "'%S'", k);
-                return NULL;
+                return -1;
             }
-            msg = args[nargs + i];
+            *msg = args[nargs + i];
         }
     }
-    if (future_ensure_alive(fut) < 0) {
+    return 0;
+}
+
+static PyObject *
+future_cancel(FutureObj *fut, PyObject *const *args, size_t nargsf,
+              PyObject *kwnames)
+{
+    PyObject *msg;
+    if (aioev_parse_cancel_args(args, nargsf, kwnames, &msg) < 0
+        || future_ensure_alive(fut) < 0) {
         return NULL;
     }
     int rc = aioev_future_cancel(AIOEV_STATE(fut), fut, msg);
@@ -1015,17 +1014,10 @@ future_new_iter(aioev_state *st, FutureObj *fut)
     return (PyObject *)it;
 }
 
-static PySendResult
-futureiter_am_send(FutureIterObj *it, PyObject *arg, PyObject **result)
+PySendResult
+aioev_future_await_step(FutureObj *fut, PyObject **result)
 {
-    FutureObj *fut = it->future;
-    PyObject *res;
-
     *result = NULL;
-    if (fut == NULL) {
-        *result = Py_NewRef(Py_None);
-        return PYGEN_RETURN;
-    }
     if (fut->fut_state == STATE_PENDING) {
         if (!fut->fut_blocking) {
             fut->fut_blocking = 1;
@@ -1036,27 +1028,15 @@ futureiter_am_send(FutureIterObj *it, PyObject *arg, PyObject **result)
                         "await wasn't used with future");
         return PYGEN_ERROR;
     }
-    it->future = NULL;
-    res = future_result(fut, NULL);
-    Py_DECREF(fut);
-    if (res == NULL) {
-        return PYGEN_ERROR;
-    }
-    *result = res;
-    return PYGEN_RETURN;
+    *result = future_result(fut, NULL);
+    return *result ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
-static PyObject *
-futureiter_iternext(FutureIterObj *it)
+PyObject *
+aioev_iternext_from_send(PySendResult r, PyObject *res)
 {
-    PyObject *res;
-    switch (futureiter_am_send(it, Py_None, &res)) {
-    case PYGEN_ERROR:
-        return NULL;
-    case PYGEN_NEXT:
+    if (r == PYGEN_ERROR || r == PYGEN_NEXT) {
         return res;
-    default:
-        break;
     }
     if (res == Py_None) {
         Py_DECREF(res);
@@ -1070,6 +1050,30 @@ futureiter_iternext(FutureIterObj *it)
         Py_DECREF(stop);
     }
     return NULL;
+}
+
+static PySendResult
+futureiter_am_send(FutureIterObj *it, PyObject *arg, PyObject **result)
+{
+    FutureObj *fut = it->future;
+    if (fut == NULL) {
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    PySendResult r = aioev_future_await_step(fut, result);
+    if (r != PYGEN_NEXT) {
+        it->future = NULL;
+        Py_DECREF(fut);
+    }
+    return r;
+}
+
+static PyObject *
+futureiter_iternext(FutureIterObj *it)
+{
+    PyObject *res;
+    PySendResult r = futureiter_am_send(it, Py_None, &res);
+    return aioev_iternext_from_send(r, res);
 }
 
 static PyObject *

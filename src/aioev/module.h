@@ -342,6 +342,14 @@ PyObject *aioev_future_make_cancelled_error(aioev_state *st,
 int aioev_future_get_result(aioev_state *st, FutureObj *fut,
                             PyObject **res);
 int aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg);
+/* One step of `await fut`: yields fut the first time (PYGEN_NEXT), then
+ * returns its result or raises (PYGEN_RETURN / PYGEN_ERROR). */
+PySendResult aioev_future_await_step(FutureObj *fut, PyObject **result);
+/* tp_iternext from an am_send outcome: StopIteration carries the value. */
+PyObject *aioev_iternext_from_send(PySendResult r, PyObject *res);
+/* cancel(msg=None)'s arguments, for Future.cancel and Task.cancel. */
+int aioev_parse_cancel_args(PyObject *const *args, size_t nargsf,
+                            PyObject *kwnames, PyObject **msg);
 int aioev_future_clear(FutureObj *fut);
 void aioev_future_finalize(PyObject *fut);
 extern PyMethodDef aioev_future_methods[];

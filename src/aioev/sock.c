@@ -376,61 +376,26 @@ static PySendResult
 coro_am_send(SockCoroObj *c, PyObject *arg, PyObject **result)
 {
     FutureObj *fut = c->fut;
-    *result = NULL;
     if (fut == NULL) {
+        *result = NULL;
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot reuse already awaited coroutine");
         return PYGEN_ERROR;
     }
-    if (fut->fut_state == STATE_PENDING) {
-        if (!fut->fut_blocking) {
-            fut->fut_blocking = 1;
-            *result = Py_NewRef(fut);
-            return PYGEN_NEXT;
-        }
-        PyErr_SetString(PyExc_RuntimeError,
-                        "await wasn't used with future");
-        return PYGEN_ERROR;
+    PySendResult r = aioev_future_await_step(fut, result);
+    if (r != PYGEN_NEXT) {
+        c->fut = NULL;
+        Py_DECREF(fut);
     }
-    c->fut = NULL;
-    PyObject *res;
-    int rc = aioev_future_get_result(AIOEV_STATE(fut), fut, &res);
-    Py_DECREF(fut);
-    if (rc < 0) {
-        return PYGEN_ERROR;
-    }
-    if (rc == 0) {
-        PyErr_SetObject((PyObject *)Py_TYPE(res), res);
-        Py_DECREF(res);
-        return PYGEN_ERROR;
-    }
-    *result = res;
-    return PYGEN_RETURN;
+    return r;
 }
 
 static PyObject *
 coro_iternext(SockCoroObj *c)
 {
     PyObject *res;
-    switch (coro_am_send(c, Py_None, &res)) {
-    case PYGEN_ERROR:
-        return NULL;
-    case PYGEN_NEXT:
-        return res;
-    default:
-        break;
-    }
-    if (res == Py_None) {
-        Py_DECREF(res);
-        return NULL;
-    }
-    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
-    Py_DECREF(res);
-    if (stop != NULL) {
-        PyErr_SetObject(PyExc_StopIteration, stop);
-        Py_DECREF(stop);
-    }
-    return NULL;
+    PySendResult r = coro_am_send(c, Py_None, &res);
+    return aioev_iternext_from_send(r, res);
 }
 
 static PyObject *

@@ -744,27 +744,9 @@ static PyObject *
 task_cancel(TaskObj *task, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *msg = Py_None;
-
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "cancel() takes at most 1 argument");
+    PyObject *msg;
+    if (aioev_parse_cancel_args(args, nargsf, kwnames, &msg) < 0) {
         return NULL;
-    }
-    if (nargs == 1) {
-        msg = args[0];
-    }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (!aioev_str_eq(k, "msg") || nargs == 1) {
-                PyErr_Format(PyExc_TypeError,
-                             "cancel() got an unexpected keyword argument "
-                             "'%S'", k);
-                return NULL;
-            }
-            msg = args[nargs + i];
-        }
     }
     int rc = task_cancel_impl(AIOEV_STATE(task), task, msg);
     if (rc < 0) {
