@@ -58,26 +58,8 @@ future_call_soon(aioev_state *st, FutureObj *fut, PyObject *cb,
         return aioev_loop_enqueue(loop, READY_FUT_CALLBACK, cb,
                                   (PyObject *)fut, ctx);
     }
-    PyObject *kwnames = PyTuple_Pack(1, PyUnicode_InternFromString(
-                                            "context"));
-    if (kwnames == NULL) {
-        return -1;
-    }
-    Py_DECREF(PyTuple_GET_ITEM(kwnames, 0));
-    PyObject *name = PyUnicode_InternFromString("call_soon");
-    PyObject *args[4] = {fut->fut_loop, cb, (PyObject *)fut, ctx};
-    PyObject *res = NULL;
-    if (name != NULL) {
-        res = PyObject_VectorcallMethod(
-            name, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
-    }
-    Py_XDECREF(name);
-    Py_DECREF(kwnames);
-    if (res == NULL) {
-        return -1;
-    }
-    Py_DECREF(res);
-    return 0;
+    PyObject *args[5] = {NULL, fut->fut_loop, cb, (PyObject *)fut, ctx};
+    return aioev_call_soon_any(st->str_call_soon, st->kw_context, args, 3);
 }
 
 /* Hands every done callback to the loop, in registration order. */

@@ -62,6 +62,11 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->handle_repr);
     Py_VISIT(st->report_error);
     Py_VISIT(st->empty_tuple);
+    Py_VISIT(st->kw_context);
+    Py_VISIT(st->str_call_soon);
+    Py_VISIT(st->str_data_received);
+    Py_VISIT(st->str_get_buffer);
+    Py_VISIT(st->str_buffer_updated);
     return 0;
 }
 
@@ -110,6 +115,11 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->handle_repr);
     Py_CLEAR(st->report_error);
     Py_CLEAR(st->empty_tuple);
+    Py_CLEAR(st->kw_context);
+    Py_CLEAR(st->str_call_soon);
+    Py_CLEAR(st->str_data_received);
+    Py_CLEAR(st->str_get_buffer);
+    Py_CLEAR(st->str_buffer_updated);
     return 0;
 }
 
@@ -232,6 +242,16 @@ module_exec(PyObject *mod)
     st->SSLSocket = import_attr("ssl", "SSLSocket");
     if (st->SSLSocket == NULL) {
         PyErr_Clear();  /* Python built without ssl */
+    }
+    st->kw_context = Py_BuildValue("(s)", "context");
+    st->str_call_soon = PyUnicode_InternFromString("call_soon");
+    st->str_data_received = PyUnicode_InternFromString("data_received");
+    st->str_get_buffer = PyUnicode_InternFromString("get_buffer");
+    st->str_buffer_updated = PyUnicode_InternFromString("buffer_updated");
+    if (st->kw_context == NULL || st->str_call_soon == NULL
+        || st->str_data_received == NULL || st->str_get_buffer == NULL
+        || st->str_buffer_updated == NULL) {
+        return -1;
     }
     st->empty_tuple = PyTuple_New(0);
 #ifndef AIOEV_NO_FREELIST

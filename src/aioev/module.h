@@ -77,6 +77,23 @@ aioev_call_method_1(PyObject *obj, const char *name, PyObject *arg)
     return r;
 }
 
+/* loop.call_soon(cb, *args, context=ctx) on any loop: args[0] must be
+ * free for PY_VECTORCALL_ARGUMENTS_OFFSET, args[1] the loop, then cb and
+ * its arguments; ctx comes last. */
+static inline int
+aioev_call_soon_any(PyObject *call_soon_name, PyObject *kw_context,
+                    PyObject **args, Py_ssize_t npos)
+{
+    PyObject *r = PyObject_VectorcallMethod(
+        call_soon_name, args + 1, npos | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        kw_context);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 static inline int
 aioev_str_eq(PyObject *str, const char *ascii)
 {
@@ -134,6 +151,11 @@ typedef struct {
 
     PyObject *empty_tuple;
     PyObject *empty_context;       /* for internal callbacks */
+    PyObject *kw_context;          /* ("context",), as kwnames */
+    PyObject *str_call_soon;       /* interned method names */
+    PyObject *str_data_received;
+    PyObject *str_get_buffer;
+    PyObject *str_buffer_updated;
     PyObject *SSLSocket;           /* ssl.SSLSocket, or NULL without ssl */
     PyObject *TransportSocket;     /* asyncio.trsock.TransportSocket */
     PyObject *BufferedProtocol;

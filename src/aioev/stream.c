@@ -265,7 +265,12 @@ static PyObject *
 read_buffered(StreamObj *t)
 {
     Py_buffer view;
-    PyObject *buf = PyObject_CallMethod(t->protocol, "get_buffer", "i", -1);
+    aioev_state *st = t->loop->state;
+    PyObject *size = PyLong_FromLong(-1);
+    PyObject *buf = size ? PyObject_CallMethodOneArg(t->protocol,
+                                                     st->str_get_buffer,
+                                                     size) : NULL;
+    Py_XDECREF(size);
     if (buf == NULL) {
         if (is_fatal()) {
             return NULL;
@@ -304,8 +309,11 @@ read_buffered(StreamObj *t)
     if (n == 0) {
         return on_eof(t);
     }
-    PyObject *r = PyObject_CallMethod(t->protocol, "buffer_updated", "n",
-                                      (Py_ssize_t)n);
+    PyObject *nbytes = PyLong_FromSsize_t((Py_ssize_t)n);
+    PyObject *r = nbytes ? PyObject_CallMethodOneArg(t->protocol,
+                                                     st->str_buffer_updated,
+                                                     nbytes) : NULL;
+    Py_XDECREF(nbytes);
     if (r == NULL) {
         if (is_fatal()) {
             return NULL;
@@ -354,10 +362,8 @@ read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
     if (data == NULL) {
         return NULL;
     }
-    PyObject *meth = PyUnicode_InternFromString("data_received");
-    PyObject *r = meth ? PyObject_CallMethodOneArg(t->protocol, meth, data)
-                       : NULL;
-    Py_XDECREF(meth);
+    PyObject *r = PyObject_CallMethodOneArg(
+        t->protocol, t->loop->state->str_data_received, data);
     Py_DECREF(data);
     if (r == NULL) {
         if (is_fatal()) {

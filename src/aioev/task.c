@@ -56,21 +56,12 @@ task_schedule_step(aioev_state *st, TaskObj *task, PyObject *exc)
     if (cb == NULL) {
         return -1;
     }
-    PyObject *kwnames = Py_BuildValue("(s)", "context");
-    PyObject *name = PyUnicode_FromString("call_soon");
-    PyObject *res = NULL;
-    if (kwnames != NULL && name != NULL) {
-        PyObject *args[3] = {task->task_loop, cb, task->task_context};
-        res = PyObject_VectorcallMethod(
-            name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
-    }
-    Py_XDECREF(kwnames);
-    Py_XDECREF(name);
+    PyObject *args[4] = {NULL, task->task_loop, cb, task->task_context};
+    int rc = aioev_call_soon_any(st->str_call_soon, st->kw_context, args, 2);
     Py_DECREF(cb);
-    if (res == NULL) {
+    if (rc < 0) {
         return -1;
     }
-    Py_DECREF(res);
     return 0;
 }
 
