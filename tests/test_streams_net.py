@@ -1077,3 +1077,97 @@ def test_many_connections_no_fd_growth(loop):
 @pytest.mark.slow
 def test_many_connections_no_fd_growth_long(loop):
     churn(loop, 10000, budget=120.0)
+
+
+# -- the accept path ----------------------------------------------------------
+
+def test_accept_factory_error_reported_and_serving_goes_on(aioev_loop, errors):
+    # aioev sets connections up in the accept callback: a factory that
+    # raises is reported, its connection closed, the next one served.
+    loop = aioev_loop
+    calls = []
+
+    def factory():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("no protocol for you")
+        return Echo()
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        assert await r.read() == b""                 # closed at once
+        w.close()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"ping")
+        assert await r.readexactly(4) == b"ping"
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+    (ctx,) = errors.take()
+    assert ctx["message"] == ("Error on transport creation for incoming "
+                              "connection")
+    assert isinstance(ctx["exception"], ValueError)
+
+
+def test_accept_context_not_shared_between_connections(loop):
+    import contextvars
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    def factory():
+        seen.append(var.get())
+        var.set("set by a factory")
+        return Echo()
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(3):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"x")
+            await r.readexactly(1)
+            w.close()
+            await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+    assert seen == ["unset"] * 3
+
+
+def test_accept_out_of_fds_backs_off(loop, errors, monkeypatch):
+    import errno
+    monkeypatch.setattr(asyncio.constants, "ACCEPT_RETRY_DELAY", 0.05)
+
+    class Flaky(socket.socket):
+        fails = 1
+
+        def accept(self):
+            if Flaky.fails:
+                Flaky.fails -= 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return super().accept()
+
+    lsock = Flaky(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    lsock.setblocking(False)
+
+    async def main():
+        server = await loop.create_server(Echo, sock=lsock)
+        port = lsock.getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"late")
+        # Served after the back-off, not lost.
+        assert await r.readexactly(4) == b"late"
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+    (ctx,) = errors.take()
+    assert ctx["message"] == "socket.accept() out of system resource"
+    assert ctx["exception"].errno == errno.EMFILE
