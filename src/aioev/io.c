@@ -146,7 +146,9 @@ io_set_side(LoopObj *loop, int fd, int writer, HandleObj *h)
     *slot = h ? (HandleObj *)Py_NewRef(h) : NULL;
     io_update(loop, fd, e);
     if (old != NULL) {
-        old->cancelled = 1;
+        if (old != h) {
+            old->cancelled = 1;
+        }
         Py_DECREF(old);
         return 1;
     }
@@ -191,6 +193,7 @@ aioev_io_add(LoopObj *loop, int fd, int writer, HandleObj *h)
     if (check_pollable(fd) < 0) {
         return -1;
     }
+    h->cancelled = 0;  /* a kept handle is re-armed after a removal */
     return io_set_side(loop, fd, writer, h) < 0 ? -1 : 0;
 }
 

@@ -23,6 +23,8 @@ typedef struct {
     PyObject *empty_waiter;
     PyObject *read_cb;         /* bound C methods handed to the loop */
     PyObject *write_cb;
+    HandleObj *read_handle;    /* made once, re-armed by every watch */
+    HandleObj *write_handle;
     PyObject *weakreflist;
     char *wbuf;                /* pending output: wbuf[wstart:wstart+wlen] */
     size_t wstart;
@@ -62,22 +64,32 @@ watch(StreamObj *t, int writer, int on)
     if (!on) {
         return aioev_io_remove(t->loop, t->fd, writer) < 0 ? -1 : 0;
     }
+    return aioev_io_add(t->loop, t->fd, writer,
+                        writer ? t->write_handle : t->read_handle);
+}
+
+/* The two handles the loop runs for us, in a copy of the context the
+ * transport was made in (asyncio's reader is added from there too). */
+static int
+make_handles(StreamObj *t)
+{
     aioev_state *st = t->loop->state;
     PyObject *ctx = PyContext_CopyCurrent();
     if (ctx == NULL) {
         return -1;
     }
-    HandleObj *h = aioev_handle_new(st, st->HandleType, (PyObject *)t->loop,
-                                    writer ? t->write_cb : t->read_cb,
-                                    st->empty_tuple, ctx);
+    t->read_handle = aioev_handle_new(st, st->HandleType, (PyObject *)t->loop,
+                                      t->read_cb, st->empty_tuple, ctx);
+    t->write_handle = aioev_handle_new(st, st->HandleType,
+                                       (PyObject *)t->loop, t->write_cb,
+                                       st->empty_tuple, ctx);
     Py_DECREF(ctx);
-    if (h == NULL) {
+    if (t->read_handle == NULL || t->write_handle == NULL) {
         return -1;
     }
-    PyObject_GC_Track(h);
-    int rc = aioev_io_add(t->loop, t->fd, writer, h);
-    Py_DECREF(h);
-    return rc;
+    PyObject_GC_Track(t->read_handle);
+    PyObject_GC_Track(t->write_handle);
+    return 0;
 }
 
 static void
@@ -851,6 +863,9 @@ stream_init(StreamObj *t, PyObject *args, PyObject *kwds)
         return -1;
     }
     t->loop = (LoopObj *)Py_NewRef(loop);
+    if (make_handles(t) < 0) {
+        return -1;
+    }
     t->extra = extra == Py_None ? PyDict_New() : PyDict_Copy(extra);
     if (t->extra == NULL) {
         return -1;
@@ -1015,6 +1030,8 @@ stream_traverse(StreamObj *t, visitproc visit, void *arg)
     Py_VISIT(t->empty_waiter);
     Py_VISIT(t->read_cb);
     Py_VISIT(t->write_cb);
+    Py_VISIT(t->read_handle);
+    Py_VISIT(t->write_handle);
     return 0;
 }
 
@@ -1029,6 +1046,8 @@ stream_clear(StreamObj *t)
     Py_CLEAR(t->empty_waiter);
     Py_CLEAR(t->read_cb);
     Py_CLEAR(t->write_cb);
+    Py_CLEAR(t->read_handle);
+    Py_CLEAR(t->write_handle);
     return 0;
 }
 
