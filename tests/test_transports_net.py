@@ -1049,3 +1049,36 @@ def test_sendfile_closing_transport(loop, datafile):
         finally:
             await close_all((ctr, cproto), (str_, sproto))
     run(loop, main())
+
+
+def test_write_after_drained_close_touches_no_fd(aioev_loop):
+    # close() with data still buffered: connection_lost comes once the
+    # buffer drains and the socket is closed; a write after that must be
+    # ignored, never sent through a reused fd number.
+    loop = aioev_loop
+
+    async def main():
+        ctr, cproto, str_, sproto = await tcp_pair(loop)
+        str_.pause_reading()
+        ctr.set_write_buffer_limits(high=1 << 30)
+        ctr.write(b"x" * (8 << 20))
+        assert ctr.get_write_buffer_size() > 0
+        ctr.close()
+        str_.resume_reading()
+        await asyncio.wait_for(cproto.lost, TIMEOUT)
+        a, b = socket.socketpair()       # may take the freed fd number
+        try:
+            ctr.write(b"stray")
+            ctr.write(b"stray")
+            assert ctr.get_write_buffer_size() == 0
+            b.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                b.recv(10)
+            a.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                a.recv(10)
+        finally:
+            a.close()
+            b.close()
+            await close_all((ctr, cproto), (str_, sproto))
+    run(loop, main())

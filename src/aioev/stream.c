@@ -341,7 +341,7 @@ read_buffered(StreamObj *t)
 static PyObject *
 read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->conn_lost || t->protocol == NULL) {
+    if (t->conn_lost || t->protocol == NULL || t->fd < 0) {
         Py_RETURN_NONE;
     }
     if (t->buffered) {
@@ -395,7 +395,7 @@ read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 write_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->conn_lost || t->wlen == 0) {
+    if (t->conn_lost || t->wlen == 0 || t->fd < 0) {
         Py_RETURN_NONE;
     }
     ssize_t n;
@@ -557,6 +557,12 @@ call_connection_lost(StreamObj *t, PyObject *exc)
         PyErr_Clear();
         Py_XDECREF(r);
         Py_CLEAR(t->sock);
+    }
+    /* The fd number may now belong to another file: no syscall may use
+     * it again (write() after a graceful close lands here). */
+    t->fd = -1;
+    if (!t->conn_lost) {
+        t->conn_lost = 1;
     }
     Py_CLEAR(t->protocol);
     PyObject *server = t->server;
