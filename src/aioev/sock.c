@@ -325,7 +325,8 @@ op_call(SockOpObj *op, PyObject *args, PyObject *kwds)
 
 typedef struct {
     PyObject_HEAD
-    FutureObj *fut;        /* NULL once finished */
+    FutureObj *fut;        /* NULL once finished, or if done at once: */
+    PyObject *result;      /* the result of an operation done at once */
     const char *name;      /* "sock_recv" ..., for reprs */
 } SockCoroObj;
 
@@ -343,6 +344,24 @@ coro_new(aioev_state *st, FutureObj *fut, int kind)
         return NULL;
     }
     c->fut = fut;
+    c->result = NULL;
+    c->name = op_names[kind];
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+/* For an operation that completed when called: no future needed. Steals
+ * result. */
+static PyObject *
+coro_new_result(aioev_state *st, PyObject *result, int kind)
+{
+    SockCoroObj *c = PyObject_GC_New(SockCoroObj, st->SockCoroType);
+    if (c == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    c->fut = NULL;
+    c->result = result;
     c->name = op_names[kind];
     PyObject_GC_Track(c);
     return (PyObject *)c;
@@ -352,6 +371,7 @@ static void
 coro_cancel(SockCoroObj *c)
 {
     FutureObj *fut = c->fut;
+    Py_CLEAR(c->result);
     if (fut == NULL) {
         return;
     }
@@ -377,7 +397,11 @@ coro_am_send(SockCoroObj *c, PyObject *arg, PyObject **result)
 {
     FutureObj *fut = c->fut;
     if (fut == NULL) {
-        *result = NULL;
+        *result = c->result;
+        c->result = NULL;
+        if (*result != NULL) {
+            return PYGEN_RETURN;
+        }
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot reuse already awaited coroutine");
         return PYGEN_ERROR;
@@ -446,6 +470,7 @@ coro_traverse(SockCoroObj *c, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(c));
     Py_VISIT(c->fut);
+    Py_VISIT(c->result);
     return 0;
 }
 
@@ -453,6 +478,7 @@ static int
 coro_clear(SockCoroObj *c)
 {
     Py_CLEAR(c->fut);
+    Py_CLEAR(c->result);
     return 0;
 }
 
@@ -564,9 +590,15 @@ socket_fd(PyObject *sock)
 /* Settles fut with the raised exception and returns its coroutine: bad
  * arguments surface at await, as from asyncio's coroutines. */
 static PyObject *
-fail_at_await(aioev_state *st, FutureObj *fut, int kind)
+fail_at_await(LoopObj *loop, int kind)
 {
+    aioev_state *st = loop->state;
     PyObject *exc = PyErr_GetRaisedException();
+    FutureObj *fut = (FutureObj *)aioev_loop_new_future(loop);
+    if (fut == NULL) {
+        Py_DECREF(exc);
+        return NULL;
+    }
     PyObject *r = aioev_future_set_exception(st, fut, exc);
     Py_DECREF(exc);
     if (r == NULL) {
@@ -577,9 +609,24 @@ fail_at_await(aioev_state *st, FutureObj *fut, int kind)
     return coro_new(st, fut, kind);
 }
 
-/* Makes the op and its future, tries once, and watches the fd if the
- * operation would block. Returns the future. bufobj, if given, is held
- * as a buffer (writable or not); arg and n are the kind's parameters. */
+/* fail_at_await for an op that never watched: drops it, keeping the
+ * raised exception out of its deallocation. */
+static PyObject *
+fail_op(SockOpObj *op, int kind)
+{
+    LoopObj *loop = (LoopObj *)Py_NewRef(op->loop);
+    PyObject *exc = PyErr_GetRaisedException();
+    Py_DECREF(op);
+    PyErr_SetRaisedException(exc);
+    PyObject *r = fail_at_await(loop, kind);
+    Py_DECREF(loop);
+    return r;
+}
+
+/* Makes the op, tries once, and only if the operation would block makes
+ * a future and watches the fd. Returns the SockCoro to await. bufobj, if
+ * given, is held as a buffer (writable or not); arg and n are the kind's
+ * parameters. */
 static PyObject *
 op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
          PyObject *bufobj, int writable, Py_ssize_t n)
@@ -590,24 +637,20 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     PyObject *res = NULL;
     int fd, rc;
 
-    fut = (FutureObj *)aioev_loop_new_future(loop);
-    if (fut == NULL) {
-        return NULL;
-    }
     if ((kind == OP_RECV || kind == OP_RECVFROM) && n < 0) {
         PyErr_Format(PyExc_ValueError, "negative buffersize in %s",
                      kind == OP_RECV ? "recv" : "recvfrom");
-        return fail_at_await(st, fut, kind);
+        return fail_at_await(loop, kind);
     }
     if (check_socket(loop, sock) < 0 || (fd = socket_fd(sock)) < 0) {
-        return fail_at_await(st, fut, kind);
+        return fail_at_await(loop, kind);
     }
     op = PyObject_GC_New(SockOpObj, st->SockOpType);
     if (op == NULL) {
         goto error;
     }
     op->loop = (LoopObj *)Py_NewRef(loop);
-    op->fut = (FutureObj *)Py_NewRef(fut);
+    op->fut = NULL;  /* made only if the operation cannot finish now */
     op->sock = Py_NewRef(sock);
     op->handle = NULL;
     op->arg = Py_XNewRef(arg);
@@ -626,8 +669,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
                              "object is required, not '%.200s'",
                              Py_TYPE(bufobj)->tp_name);
             }
-            Py_DECREF(op);
-            return fail_at_await(st, fut, kind);
+            return fail_op(op, kind);
         }
         op->has_buf = 1;
         if (kind == OP_RECV_INTO) {
@@ -636,11 +678,19 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     }
 
     rc = try_op(op, &res);
-    if (rc != 0) {
-        op_finish(op, rc, res);
+    if (rc > 0) {
+        op_release_buffer(op);
         Py_DECREF(op);
-        return coro_new(st, fut, kind);
+        return coro_new_result(st, res, kind);
     }
+    if (rc < 0) {
+        return fail_op(op, kind);
+    }
+    fut = (FutureObj *)aioev_loop_new_future(loop);
+    if (fut == NULL) {
+        goto error;
+    }
+    op->fut = (FutureObj *)Py_NewRef(fut);
     op->handle = aioev_handle_new(st, st->HandleType, (PyObject *)loop,
                                   (PyObject *)op, st->empty_tuple,
                                   st->empty_context);
