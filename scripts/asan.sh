@@ -84,7 +84,7 @@ show_reports
 
 if [ -z "${AIOEV_ASAN_SKIP_CPYTHON:-}" ]; then
     echo "==> CPython test_asyncio runner under ASan"
-    (cd "$WORK" && "$PY" tests/cpython/run.py) || rc=1
+    (cd "$WORK" && "$PY" tests/cpython/run.py --network) || rc=1
     show_reports
 fi
 
