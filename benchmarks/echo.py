@@ -680,13 +680,20 @@ def report(rows, loops, sizes, styles, meta, outdir, quick, no_chart,
     write_rst(rp, rows, loops, meta)
     print("wrote %s" % _show(rp))
     png_ok = False
-    if not quick and not no_chart:
+    # The published chart and README section come from full runs only: a
+    # run over a subset (styles, sizes, loops) must not replace them.
+    full = (tuple(styles) == STYLES and tuple(sizes) == SIZES
+            and set(loops) == set(LOOPS))
+    if not full and not quick:
+        print("(a subset run: echo.png and ECHO_SECTION.rst left as they "
+              "are)")
+    if not quick and not no_chart and full:
         png = os.path.join(HERE, "echo%s.png" % ("_unix" if meta.get("unix")
                                                  else ""))
         png_ok = write_chart(rows, loops, sizes, styles, png, meta)
         if png_ok:
             print("wrote %s" % _show(png))
-    if not quick and not meta.get("unix") and update_section(
+    if full and not quick and not meta.get("unix") and update_section(
             rows, loops, meta, png_ok or os.path.exists(
                 os.path.join(HERE, "echo.png"))):
         print("updated %s" % _show(SECTION))
