@@ -28,7 +28,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->FutureType);
     Py_VISIT(st->FutureIterType);
     Py_VISIT(st->TaskType);
-    Py_VISIT(st->TaskStepType);
+    Py_VISIT(st->TaskCallbackType);
     Py_VISIT(st->SockOpType);
     Py_VISIT(st->SockCoroType);
     Py_VISIT(st->StreamType);
@@ -81,7 +81,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->FutureType);
     Py_CLEAR(st->FutureIterType);
     Py_CLEAR(st->TaskType);
-    Py_CLEAR(st->TaskStepType);
+    Py_CLEAR(st->TaskCallbackType);
     Py_CLEAR(st->SockOpType);
     Py_CLEAR(st->SockCoroType);
     Py_CLEAR(st->StreamType);

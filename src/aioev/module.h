@@ -114,7 +114,7 @@ typedef struct {
     PyTypeObject *FutureType;
     PyTypeObject *FutureIterType;
     PyTypeObject *TaskType;
-    PyTypeObject *TaskStepType;
+    PyTypeObject *TaskCallbackType;
     PyTypeObject *SockOpType;
     PyTypeObject *SockCoroType;
     PyTypeObject *StreamType;
@@ -376,20 +376,6 @@ int aioev_future_clear(FutureObj *fut);
 void aioev_future_finalize(PyObject *fut);
 extern PyMethodDef aioev_future_methods[];
 extern PyGetSetDef aioev_future_getset[];
-
-static inline int
-aioev_future_check(aioev_state *st, PyObject *obj)
-{
-    return Py_IS_TYPE(obj, st->FutureType) || Py_IS_TYPE(obj, st->TaskType)
-        || PyObject_TypeCheck(obj, st->FutureType);
-}
-
-static inline int
-aioev_task_check(aioev_state *st, PyObject *obj)
-{
-    return Py_IS_TYPE(obj, st->TaskType)
-        || PyObject_TypeCheck(obj, st->TaskType);
-}
 
 /* Task stepping, called by the loop's ready queue (task.c). Both return 0
  * or -1 with an exception the loop should report or propagate. */

@@ -23,7 +23,7 @@ static PyObject *
 task_callback_new(aioev_state *st, TaskObj *task, PyObject *arg, int wakeup)
 {
     TaskCallbackObj *cb = PyObject_GC_New(TaskCallbackObj,
-                                          st->TaskStepType);
+                                          st->TaskCallbackType);
     if (cb == NULL) {
         return NULL;
     }
@@ -1066,9 +1066,9 @@ static PyType_Spec taskcb_spec = {
 int
 aioev_task_init_types(PyObject *mod, aioev_state *st)
 {
-    st->TaskStepType = (PyTypeObject *)PyType_FromModuleAndSpec(
+    st->TaskCallbackType = (PyTypeObject *)PyType_FromModuleAndSpec(
         mod, &taskcb_spec, NULL);
-    if (st->TaskStepType == NULL) {
+    if (st->TaskCallbackType == NULL) {
         return -1;
     }
     st->TaskType = (PyTypeObject *)PyType_FromModuleAndSpec(
