@@ -387,56 +387,49 @@ future_clear(FutureObj *fut)
     return aioev_future_clear(fut);
 }
 
+void
+aioev_finalizer_report(PyObject *self, PyObject *loop, PyObject *message,
+                       const char *key, PyObject *source_tb,
+                       PyObject *exception)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *context = PyDict_New(), *res = NULL;
+    if (message != NULL && context != NULL
+        && PyDict_SetItemString(context, "message", message) == 0
+        && (exception == NULL
+            || PyDict_SetItemString(context, "exception", exception) == 0)
+        && PyDict_SetItemString(context, key, self) == 0
+        && (source_tb == NULL
+            || PyDict_SetItemString(context, "source_traceback",
+                                    source_tb) == 0)) {
+        res = aioev_call_method_1(loop, "call_exception_handler", context);
+    }
+    if (res == NULL) {
+        PyErr_WriteUnraisable(self);
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(context);
+    Py_XDECREF(message);
+    PyErr_SetRaisedException(exc);
+}
+
 /* Logs "exception was never retrieved" through the loop's handler. */
 void
 aioev_future_finalize(PyObject *self)
 {
     FutureObj *fut = (FutureObj *)self;
-    PyObject *context = NULL, *type_name = NULL, *message = NULL;
-    PyObject *func = NULL, *res = NULL;
-
     if (!fut->fut_log_tb || fut->fut_loop == NULL) {
         return;
     }
     fut->fut_log_tb = 0;
     PyObject *exc = PyErr_GetRaisedException();
-    context = PyDict_New();
-    if (context == NULL) {
-        goto finally;
-    }
-    type_name = PyType_GetName(Py_TYPE(fut));
-    if (type_name == NULL) {
-        goto finally;
-    }
-    message = PyUnicode_FromFormat("%U exception was never retrieved",
-                                   type_name);
-    if (message == NULL
-        || PyDict_SetItemString(context, "message", message) < 0
-        || PyDict_SetItemString(context, "exception", fut->fut_exception) < 0
-        || PyDict_SetItemString(context, "future", self) < 0) {
-        goto finally;
-    }
-    if (fut->fut_source_tb != NULL
-        && PyDict_SetItemString(context, "source_traceback",
-                                fut->fut_source_tb) < 0) {
-        goto finally;
-    }
-    func = PyObject_GetAttrString(fut->fut_loop, "call_exception_handler");
-    if (func == NULL) {
-        goto finally;
-    }
-    res = PyObject_CallOneArg(func, context);
-
-finally:
-    if (PyErr_Occurred()) {
-        PyErr_WriteUnraisable(self);
-    }
-    Py_XDECREF(context);
+    PyObject *type_name = PyType_GetName(Py_TYPE(fut));
+    PyObject *message = type_name == NULL ? NULL : PyUnicode_FromFormat(
+        "%U exception was never retrieved", type_name);
     Py_XDECREF(type_name);
-    Py_XDECREF(message);
-    Py_XDECREF(func);
-    Py_XDECREF(res);
     PyErr_SetRaisedException(exc);
+    aioev_finalizer_report(self, fut->fut_loop, message, "future",
+                           fut->fut_source_tb, fut->fut_exception);
 }
 
 static void
@@ -744,16 +737,7 @@ fut_set_blocking(FutureObj *fut, PyObject *val, void *c)
     if (future_ensure_alive(fut) < 0) {
         return -1;
     }
-    if (val == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
-        return -1;
-    }
-    int b = PyObject_IsTrue(val);
-    if (b < 0) {
-        return -1;
-    }
-    fut->fut_blocking = b;
-    return 0;
+    return aioev_setter_bool(val, &fut->fut_blocking);
 }
 
 static PyObject *
@@ -768,12 +752,8 @@ fut_get_log_traceback(FutureObj *fut, void *c)
 static int
 fut_set_log_traceback(FutureObj *fut, PyObject *val, void *c)
 {
-    if (val == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
-        return -1;
-    }
-    int b = PyObject_IsTrue(val);
-    if (b < 0) {
+    int b;
+    if (aioev_setter_bool(val, &b) < 0) {
         return -1;
     }
     if (b) {

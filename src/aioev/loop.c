@@ -1143,16 +1143,7 @@ loop_get_debug_attr(LoopObj *self, void *c)
 static int
 loop_set_debug_attr(LoopObj *self, PyObject *v, void *c)
 {
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete _debug");
-        return -1;
-    }
-    int b = PyObject_IsTrue(v);
-    if (b < 0) {
-        return -1;
-    }
-    self->debug = b;
-    return 0;
+    return aioev_setter_bool(v, &self->debug);
 }
 
 static PyObject *

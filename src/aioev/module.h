@@ -94,6 +94,22 @@ aioev_call_soon_any(PyObject *call_soon_name, PyObject *kw_context,
     return 0;
 }
 
+/* A setter's value as a C flag: -1 on deletion or a failing bool(). */
+static inline int
+aioev_setter_bool(PyObject *val, int *out)
+{
+    if (val == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    int b = PyObject_IsTrue(val);
+    if (b < 0) {
+        return -1;
+    }
+    *out = b;
+    return 0;
+}
+
 static inline int
 aioev_str_eq(PyObject *str, const char *ascii)
 {
@@ -374,6 +390,13 @@ int aioev_parse_cancel_args(PyObject *const *args, size_t nargsf,
                             PyObject *kwnames, PyObject **msg);
 int aioev_future_clear(FutureObj *fut);
 void aioev_future_finalize(PyObject *fut);
+/* A finalizer's report to loop.call_exception_handler: {"message":
+ * message (stolen; NULL if making it failed), key: self, and
+ * "exception" / "source_traceback" when given}. Keeps any raised
+ * exception; failures go to sys.unraisablehook. */
+void aioev_finalizer_report(PyObject *self, PyObject *loop,
+                            PyObject *message, const char *key,
+                            PyObject *source_tb, PyObject *exception);
 extern PyMethodDef aioev_future_methods[];
 extern PyGetSetDef aioev_future_getset[];
 

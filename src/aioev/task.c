@@ -656,39 +656,13 @@ static void
 task_finalize(PyObject *self)
 {
     TaskObj *task = (TaskObj *)self;
-    PyObject *context = NULL, *message = NULL, *func = NULL, *res = NULL;
-
-    if (task->task_state != STATE_PENDING || !task->task_log_destroy_pending
-        || task->task_loop == NULL) {
-        goto done;
+    if (task->task_state == STATE_PENDING && task->task_log_destroy_pending
+        && task->task_loop != NULL) {
+        aioev_finalizer_report(
+            self, task->task_loop,
+            PyUnicode_FromString("Task was destroyed but it is pending!"),
+            "task", task->task_source_tb, NULL);
     }
-    PyObject *exc = PyErr_GetRaisedException();
-    context = PyDict_New();
-    message = PyUnicode_FromString("Task was destroyed but it is pending!");
-    if (context == NULL || message == NULL
-        || PyDict_SetItemString(context, "message", message) < 0
-        || PyDict_SetItemString(context, "task", self) < 0) {
-        goto finally;
-    }
-    if (task->task_source_tb != NULL
-        && PyDict_SetItemString(context, "source_traceback",
-                                task->task_source_tb) < 0) {
-        goto finally;
-    }
-    func = PyObject_GetAttrString(task->task_loop, "call_exception_handler");
-    if (func != NULL) {
-        res = PyObject_CallOneArg(func, context);
-    }
-finally:
-    if (PyErr_Occurred()) {
-        PyErr_WriteUnraisable(self);
-    }
-    Py_XDECREF(context);
-    Py_XDECREF(message);
-    Py_XDECREF(func);
-    Py_XDECREF(res);
-    PyErr_SetRaisedException(exc);
-done:
     aioev_future_finalize(self);
 }
 
@@ -871,16 +845,7 @@ task_get_log_destroy_pending(TaskObj *task, void *c)
 static int
 task_set_log_destroy_pending(TaskObj *task, PyObject *val, void *c)
 {
-    if (val == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
-        return -1;
-    }
-    int b = PyObject_IsTrue(val);
-    if (b < 0) {
-        return -1;
-    }
-    task->task_log_destroy_pending = b;
-    return 0;
+    return aioev_setter_bool(val, &task->task_log_destroy_pending);
 }
 
 static PyObject *
