@@ -7,7 +7,6 @@ public surface, so behaviour follows the running Python's asyncio.
 """
 
 import asyncio
-import contextvars
 import errno
 import os
 import signal
@@ -326,68 +325,40 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
                 file.seek(offset + total_sent)
             await proto.restore()
 
+    def _start_serving(self, protocol_factory, sock, sslcontext=None,
+                       server=None, backlog=100, *ssl_timeouts):
+        # Plain servers accept in C (server.c): each connection is set up
+        # in the accept callback, with no task, coroutine or waiter future
+        # per connection as asyncio has. TLS takes asyncio's path (its
+        # handshake is awaited), as does AIOEV_PY_TRANSPORT=1.
+        if sslcontext is not None or _PY_TRANSPORT:
+            return _Sel._start_serving(
+                self, protocol_factory, sock, sslcontext, server, backlog,
+                *ssl_timeouts)
+        self._add_reader(sock.fileno(), self._accept_connections,
+                         protocol_factory, sock, server, backlog)
+
     def _accept_connection(self, protocol_factory, sock, sslcontext=None,
                            server=None, backlog=100, *ssl_timeouts):
-        """Accept what is waiting on a listening socket, up to backlog.
-
-        Without TLS each connection is set up at once (its protocol made,
-        its transport created), not in a task per connection as asyncio
-        does: no coroutine, task or waiter future per accept. TLS
-        connections take asyncio's path (their handshake is awaited).
-        """
-        if sslcontext is not None:
+        """Accept what is waiting on a listening socket, up to backlog."""
+        if sslcontext is not None or _PY_TRANSPORT:
             return _Sel._accept_connection(
                 self, protocol_factory, sock, sslcontext, server, backlog,
                 *ssl_timeouts)
-        for _ in range(backlog):
-            try:
-                conn, addr = sock.accept()
-                conn.setblocking(False)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE,
-                                     errno.ENOBUFS, errno.ENOMEM):
-                    raise  # the loop reports it and carries on
-                # Out of fds or memory: the socket stays readable, so stop
-                # watching it for a while, as asyncio does.
-                self.call_exception_handler({
-                    "message": "socket.accept() out of system resource",
-                    "exception": exc,
-                    "socket": trsock.TransportSocket(sock),
-                })
-                self._remove_reader(sock.fileno())
-                self.call_later(asyncio.constants.ACCEPT_RETRY_DELAY,
-                                self._start_serving, protocol_factory, sock,
-                                sslcontext, server, backlog, *ssl_timeouts)
-                return
-            # Each connection's set-up runs in its own copy of the context,
-            # as it would in its own task.
-            contextvars.copy_context().run(
-                self._accept_one, protocol_factory, conn, addr, server)
+        self._accept_connections(protocol_factory, sock, server, backlog)
 
-    def _accept_one(self, protocol_factory, conn, addr, server):
-        protocol = transport = None
-        try:
-            protocol = protocol_factory()
-            transport = self._make_socket_transport(
-                conn, protocol, extra={"peername": addr}, server=server)
-        except (SystemExit, KeyboardInterrupt):
-            conn.close()
-            raise
-        except BaseException as exc:
-            if transport is None:
-                conn.close()
-            context = {
-                "message": "Error on transport creation for incoming "
-                           "connection",
-                "exception": exc,
-            }
-            if protocol is not None:
-                context["protocol"] = protocol
-            if transport is not None:
-                context["transport"] = transport
-            self.call_exception_handler(context)
+    def _accept_backoff(self, exc, protocol_factory, sock, server, backlog):
+        # Out of fds or memory: the socket stays readable, so stop watching
+        # it for a while, as asyncio does (called by _accept_connections).
+        self.call_exception_handler({
+            "message": "socket.accept() out of system resource",
+            "exception": exc,
+            "socket": trsock.TransportSocket(sock),
+        })
+        self._remove_reader(sock.fileno())
+        self.call_later(asyncio.constants.ACCEPT_RETRY_DELAY,
+                        self._start_serving, protocol_factory, sock,
+                        None, server, backlog)
 
     def _stop_serving(self, sock):
         # 3.13's create_unix_server(cleanup_socket=True) records the socket
@@ -422,7 +393,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
                 "subprocess_shell", "sendfile", "start_tls")),
             (_Sel, (
                 "_make_ssl_transport",
-                "_make_datagram_transport", "_start_serving",
+                "_make_datagram_transport",
                 "_accept_connection2",
                 "_ensure_fd_no_transport", "_sendfile_native")),
             (_Unix, (

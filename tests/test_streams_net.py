@@ -1171,3 +1171,109 @@ def test_accept_out_of_fds_backs_off(loop, errors, monkeypatch):
     (ctx,) = errors.take()
     assert ctx["message"] == "socket.accept() out of system resource"
     assert ctx["exception"].errno == errno.EMFILE
+
+
+def test_accept_factory_system_exit_propagates(aioev_loop):
+    # SystemExit from a protocol factory ends run_until_complete, as it
+    # does from asyncio's accept task, and the connection is closed
+    # (asyncio's task leaves it, and itself, to the garbage collector:
+    # not a behaviour to test on it).
+    loop = aioev_loop
+    def factory():
+        raise SystemExit(7)
+
+    async def start():
+        return await loop.create_server(factory, "127.0.0.1", 0)
+    server = run(loop, start())
+    port = server.sockets[0].getsockname()[1]
+    # Connected by the kernel's backlog, before the loop accepts it.
+    client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        never = loop.create_future()
+        loop.call_later(TIMEOUT, never.set_result, None)
+        with pytest.raises(SystemExit) as info:
+            loop.run_until_complete(never)
+        assert info.value.code == 7
+        assert not never.done()
+        never.cancel()
+        # The server's side was closed: EOF (or a reset).
+        try:
+            assert client.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    finally:
+        client.close()
+
+    async def stop():
+        server.close()
+        await server.wait_closed()
+    run(loop, stop())    # the loop still works
+
+
+def test_accept_burst_larger_than_backlog(loop):
+    # More connections wait than one accept batch (backlog) takes: all are
+    # served, over several wake-ups. They are queued by the kernel before
+    # the loop runs (it holds backlog + 1 on Linux).
+    backlog = 4
+    lost = []
+
+    class Served(Echo):
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    async def start():
+        return await loop.create_server(Served, "127.0.0.1", 0,
+                                        backlog=backlog)
+    server = run(loop, start())
+    port = server.sockets[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+               for _ in range(backlog + 1)]
+
+    async def main():
+        for i, c in enumerate(clients):
+            c.setblocking(False)
+            await loop.sock_sendall(c, b"%d" % i)
+        for i, c in enumerate(clients):
+            assert await loop.sock_recv(c, 10) == b"%d" % i
+            c.close()
+        while len(lost) < len(clients):
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+    try:
+        run(loop, main())
+    finally:
+        for c in clients:
+            c.close()
+    assert lost == [None] * len(clients)
+
+
+def test_accept_overridden_accept_is_used(loop):
+    # A listening socket whose class overrides accept() gets it called,
+    # as asyncio does (aioev skips socket.accept's Python code only when
+    # it is not overridden).
+    calls = []
+
+    class Counting(socket.socket):
+        def accept(self):
+            conn, addr = super().accept()
+            calls.append(addr)
+            return conn, addr
+
+    lsock = Counting(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    lsock.setblocking(False)
+
+    async def main():
+        server = await loop.create_server(Echo, sock=lsock)
+        port = lsock.getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"hi")
+        assert await r.readexactly(2) == b"hi"
+        assert calls == [w.get_extra_info("sockname")]
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())

@@ -1419,8 +1419,10 @@ aioev_loop_init_type(PyObject *mod, aioev_state *st)
     if (st->LoopType == NULL) {
         return -1;
     }
-    /* add_reader & co. live in io.c, sock_* in sock.c */
-    PyMethodDef *tables[] = {aioev_io_methods, aioev_sock_methods};
+    /* add_reader & co. live in io.c, sock_* in sock.c, the accept loop
+     * in server.c */
+    PyMethodDef *tables[] = {aioev_io_methods, aioev_sock_methods,
+                             aioev_server_methods};
     for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
         for (PyMethodDef *m = tables[t]; m->ml_name; m++) {
             methods = PyDescr_NewMethod(st->LoopType, m);

@@ -77,6 +77,9 @@ int aioev_io_remove(LoopObj *loop, int fd, int writer);
 /* sock.c */
 extern PyMethodDef aioev_sock_methods[];
 
+/* server.c */
+extern PyMethodDef aioev_server_methods[];
+
 /* io.c */
 int aioev_io_traverse(LoopObj *loop, visitproc visit, void *arg);
 void aioev_io_close_all(LoopObj *loop);

@@ -36,6 +36,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->set_result_unless_cancelled);
     Py_VISIT(st->set_nodelay);
+    Py_VISIT(st->socket_socket);
     Py_VISIT(st->empty_context);
     Py_VISIT(st->SSLSocket);
     Py_VISIT(st->CancelledError);
@@ -89,6 +90,9 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->set_result_unless_cancelled);
     Py_CLEAR(st->set_nodelay);
+    Py_CLEAR(st->socket_socket);
+    Py_CLEAR(st->str__accept);
+    Py_CLEAR(st->str_accept);
     Py_CLEAR(st->empty_context);
     Py_CLEAR(st->SSLSocket);
     Py_CLEAR(st->CancelledError);
@@ -215,6 +219,7 @@ module_exec(PyObject *mod)
          "asyncio.futures", "_set_result_unless_cancelled"},
         {offsetof(aioev_state, set_nodelay), "asyncio.base_events",
          "_set_nodelay"},
+        {offsetof(aioev_state, socket_socket), "socket", "socket"},
         {offsetof(aioev_state, future_repr), "aioev._helpers",
          "future_repr"},
         {offsetof(aioev_state, task_repr), "aioev._helpers", "task_repr"},
@@ -248,9 +253,12 @@ module_exec(PyObject *mod)
     st->str_data_received = PyUnicode_InternFromString("data_received");
     st->str_get_buffer = PyUnicode_InternFromString("get_buffer");
     st->str_buffer_updated = PyUnicode_InternFromString("buffer_updated");
+    st->str__accept = PyUnicode_InternFromString("_accept");
+    st->str_accept = PyUnicode_InternFromString("accept");
     if (st->kw_context == NULL || st->str_call_soon == NULL
         || st->str_data_received == NULL || st->str_get_buffer == NULL
-        || st->str_buffer_updated == NULL) {
+        || st->str_buffer_updated == NULL || st->str__accept == NULL
+        || st->str_accept == NULL) {
         return -1;
     }
     st->empty_tuple = PyTuple_New(0);

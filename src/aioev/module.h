@@ -177,6 +177,9 @@ typedef struct {
     PyObject *BufferedProtocol;
     PyObject *set_result_unless_cancelled;
     PyObject *set_nodelay;         /* asyncio.base_events._set_nodelay */
+    PyObject *socket_socket;       /* socket.socket */
+    PyObject *str__accept;
+    PyObject *str_accept;
     uint64_t task_name_counter;
 
     /* Freed Handle/TimerHandle memory kept for reuse (handle.c): saves
