@@ -38,10 +38,8 @@ results part of ``benchmarks/ECHO_SECTION.rst``.  ``--quick`` writes
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -51,9 +49,10 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
+from _harness import (HERE, LOOP_COLORS, RESULTS, ROOT, aioev_snapshot,
+                      git_rev, host_meta, loop_versions, pyplot, ratio_text,
+                      rotated, rst_table, show_path, summarize, text_table)
+
 BIN = os.path.join(HERE, "bin")
 CLIENT = os.path.join(BIN, "echo_client")
 CSERVER = os.path.join(BIN, "echo_server_libev")
@@ -98,7 +97,7 @@ def build(cc=None):
             out[name] = None
             continue
         cmd = [cc, "-O2", "-o", exe, src] + libs
-        print("building: %s" % " ".join(_show(x) for x in cmd), flush=True)
+        print("building: %s" % " ".join(show_path(x) for x in cmd), flush=True)
         p = subprocess.run(cmd, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if p.returncode:
@@ -275,17 +274,6 @@ def run_cell(loop, style, size, args):
 # Summaries
 # --------------------------------------------------------------------------
 
-def summarize(samples):
-    samples = [s for s in samples if s is not None]
-    if not samples:
-        return None
-    med = statistics.median(samples)
-    mad = statistics.median([abs(s - med) for s in samples])
-    return {"median": med, "min": min(samples), "max": max(samples),
-            "mad_pct": 100.0 * mad / med if med else 0.0,
-            "samples": samples}
-
-
 def summarize_cell(results):
     """results: run_cell() outputs of one cell over the rounds."""
     good = [r for r in results if "rt_per_sec" in r and "error" not in r]
@@ -380,10 +368,6 @@ def cell_text(cell, key, with_spread):
     return t
 
 
-def ratio(r):
-    return "%.2fx" % r if r is not None else "-"
-
-
 def target_text(row):
     t = ">= %.1fx uvloop" % row["target_vs_uvloop"]
     if row["target_vs_c"]:
@@ -401,8 +385,9 @@ def cpu_table(rows, loops, with_spread=True):
                     + [cell_text(r["loops"].get(ln), "cpu_us", with_spread)
                        for ln in loops]
                     + [cell_text(r["c"], "cpu_us", with_spread)]
-                    + [ratio(r["aioev_vs_uvloop"]), ratio(r["aioev_vs_c"]),
-                       ratio(r["uvloop_vs_c"]), target_text(r),
+                    + [ratio_text(r["aioev_vs_uvloop"]),
+                       ratio_text(r["aioev_vs_c"]),
+                       ratio_text(r["uvloop_vs_c"]), target_text(r),
                        r["status"]])
     return header, body
 
@@ -416,36 +401,13 @@ def rtps_table(rows, loops, with_spread=True):
                     + [cell_text(r["loops"].get(ln), "rt_per_sec",
                                  with_spread) for ln in loops]
                     + [cell_text(r["c"], "rt_per_sec", with_spread),
-                       ratio(r["aioev_vs_uvloop_rtps"])])
+                       ratio_text(r["aioev_vs_uvloop_rtps"])])
     return header, body
 
 
-def text_table(header, body):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), sep] + [line(b) for b in body])
-
-
-def rst_table(header, body):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    border = " ".join("=" * w for w in widths)
-
-    def line(cells):
-        return " ".join(str(c).ljust(w)
-                        for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([border, line(header), border]
-                     + [line(b) for b in body] + [border])
-
-
 def meta_line(meta):
-    infos = meta.get("loops") or {}
-    vers = ", ".join("%s %s" % (ln, infos[ln].get("version", "?"))
-                     for ln in list(meta.get("loop_order", [])) + [C]
-                     if ln in infos)
+    vers = loop_versions(meta.get("loops") or {},
+                         list(meta.get("loop_order", [])) + [C])
     return ("%d connections, %s; %d interleaved round%s of %g s "
             "measured after %g s warm-up; Python %s; %s (%s cores); %s"
             % (meta["conns"], "Unix socket" if meta.get("unix")
@@ -526,23 +488,15 @@ def update_section(rows, loops, meta, png_ok):
 # Chart
 # --------------------------------------------------------------------------
 
-COLORS = {"asyncio": "#9e9e9e", "uvloop": "#4c72b0", "rloop": "#8172b2",
-          "aioev": "#dd8452"}
-
-
 def write_chart(rows, loops, sizes, styles, path, meta):
     """Two rows of panels, one column per message size: top, server CPU
     microseconds per round trip (lower is better); bottom, round trips per
     second (higher is better).  Grouped bars per style, one per loop; the
     plain C server is the dashed line.  Bars that are n/a are marked."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
-    except Exception as e:
-        print("(no chart: matplotlib not importable: %s)" % e)
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.lines import Line2D
     byk = {(r["style"], r["size"]): r for r in rows}
     fig, axes = plt.subplots(2, len(sizes), figsize=(5.2 * len(sizes), 9),
                              squeeze=False)
@@ -568,7 +522,7 @@ def write_chart(rows, loops, sizes, styles, path, meta):
                                   "err" if cell and "error" in cell
                                   else None))
                 vals_all += [v for v in vals if v]
-                ax.bar(xs, vals, w, color=COLORS.get(ln),
+                ax.bar(xs, vals, w, color=LOOP_COLORS.get(ln),
                        label=ln, edgecolor="white", linewidth=0.5)
                 for x, v, m in zip(xs, vals, marks):
                     if m:
@@ -617,8 +571,8 @@ def write_chart(rows, loops, sizes, styles, path, meta):
                                         else " (higher is better)"))
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
-    handles = [Line2D([], [], color=COLORS.get(ln), linewidth=8, label=ln)
-               for ln in loops]
+    handles = [Line2D([], [], color=LOOP_COLORS.get(ln), linewidth=8,
+                      label=ln) for ln in loops]
     handles.append(Line2D([], [], color="black", linestyle="dashed",
                           label="plain C server (libev)"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles),
@@ -651,11 +605,11 @@ def report(rows, loops, sizes, styles, meta, outdir, quick, no_chart,
     print()
     print("Server CPU µs per round trip, median (±MAD%%) over %d rounds; "
           "targets are on this table" % meta["rounds"])
-    print(text_table(h1, b1))
+    print(text_table(h1, b1, left=2))
     print()
     print("Round trips per second, median (±MAD%%) over %d rounds"
           % meta["rounds"])
-    print(text_table(h2, b2))
+    print(text_table(h2, b2, left=2))
     print()
     print(meta_line(meta))
     cli = [med(c, "client_cpu_us") for r in rows
@@ -674,11 +628,11 @@ def report(rows, loops, sizes, styles, meta, outdir, quick, no_chart,
     if data is not None:
         with open(jpath or jp, "w") as f:
             json.dump(data, f, indent=1)
-        print("wrote %s" % _show(jpath or jp))
+        print("wrote %s" % show_path(jpath or jp))
     if jpath:
         rp = os.path.splitext(jpath)[0] + ".rst"
     write_rst(rp, rows, loops, meta)
-    print("wrote %s" % _show(rp))
+    print("wrote %s" % show_path(rp))
     png_ok = False
     # The published chart and README section come from full runs only: a
     # run over a subset (styles, sizes, loops) must not replace them.
@@ -692,11 +646,11 @@ def report(rows, loops, sizes, styles, meta, outdir, quick, no_chart,
                                                  else ""))
         png_ok = write_chart(rows, loops, sizes, styles, png, meta)
         if png_ok:
-            print("wrote %s" % _show(png))
+            print("wrote %s" % show_path(png))
     if full and not quick and not meta.get("unix") and update_section(
             rows, loops, meta, png_ok or os.path.exists(
                 os.path.join(HERE, "echo.png"))):
-        print("updated %s" % _show(SECTION))
+        print("updated %s" % show_path(SECTION))
 
 
 def replot(jpath, no_chart=False):
@@ -706,7 +660,7 @@ def replot(jpath, no_chart=False):
     for r in rows:   # JSON keys are strings; sizes are ints
         r["size"] = int(r["size"])
     loops = meta["loop_order"]
-    print("replotting %s" % _show(jpath))
+    print("replotting %s" % show_path(jpath))
     report(rows, loops, meta["sizes"], meta["styles"], meta,
            os.path.dirname(jpath), meta.get("quick"), no_chart, jpath=jpath)
     return 0
@@ -781,19 +735,9 @@ def main(argv=None):
     c_error = built["echo_server_libev"]
 
     global SERVER_ENV
-    snapdir = None
-    if args.snapshot and "aioev" in loops:
-        sys.path.insert(1, HERE)
-        import micro
-        snapdir = tempfile.mkdtemp(prefix="aioev-snap-")
-        SERVER_ENV = micro.snapshot_aioev(snapdir)
-        print("aioev snapshot: %s" % (snapdir if SERVER_ENV else
-                                      "failed, using the live package"))
-    try:
+    with aioev_snapshot(args.snapshot and "aioev" in loops) as env:
+        SERVER_ENV = env
         return _drive(args, sizes, styles, loops, c_error)
-    finally:
-        if snapdir:
-            shutil.rmtree(snapdir, ignore_errors=True)
 
 
 def _drive(args, sizes, styles, loops, c_error):
@@ -808,7 +752,7 @@ def _drive(args, sizes, styles, loops, c_error):
     builds = set()
     start = time.monotonic()
     for rnd in range(args.rounds):
-        order = loops[rnd % len(loops):] + loops[:rnd % len(loops)]
+        order = rotated(loops, rnd)
         for size in sizes:
             plan = [(ln, st) for st in styles for ln in order]
             if not args.no_c:
@@ -852,25 +796,20 @@ def _drive(args, sizes, styles, loops, c_error):
 
     cells = {k: summarize_cell(v) for k, v in results.items()}
     rows = build_rows(styles, sizes, loops, cells)
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc)
-                .strftime("%Y-%m-%d %H:%M UTC"),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu": _cpu_model(), "ncpu": os.cpu_count(),
+    meta = host_meta()
+    meta.update({
         "rounds": args.rounds, "warmup": args.warmup,
         "duration": args.duration, "conns": args.conns,
         "sizes": sizes, "styles": styles, "loop_order": loops,
         "unix": args.unix, "quick": args.quick, "snapshot": args.snapshot,
-        "loops": infos, "elapsed_s": round(elapsed, 1), "git": _git_rev(),
+        "loops": infos, "elapsed_s": round(elapsed, 1), "git": git_rev(),
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "pinned": dict(zip(("server_cpu", "client_cpu"), pin_cpus(args))),
         "metric": "server utime+stime per round trip (/proc/PID/stat) and "
                   "round trips per second; medians over rounds",
         "targets": {"vs_uvloop": TARGET_VS_UVLOOP,
                     "vs_c": {"%s/%d" % k: v for k, v in TARGET_VS_C.items()}},
-    }
+    })
     data = {"meta": meta, "rows": rows,
             "runs": [dict(r, key="%s/%s/%s" % k) for k, v in results.items()
                      for r in v]}
@@ -878,32 +817,6 @@ def _drive(args, sizes, styles, loops, c_error):
     report(rows, loops, sizes, styles, meta, args.outdir or RESULTS,
            args.quick, args.no_chart, data=data)
     return 0
-
-
-def _show(path):
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def _git_rev():
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"],
-                              cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True,
-                              timeout=10).stdout.strip() or None
-    except Exception:
-        return None
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def make_loop(name):
         info = {"version": getattr(rloop, "__version__", "?")}
     elif name == "aioev":
         sys.path.insert(1, HERE)
-        from micro import import_aioev
+        from _harness import import_aioev
         aioev = import_aioev()
         loop = aioev.new_event_loop()
         info = {"version": getattr(aioev, "__version__", "?"),

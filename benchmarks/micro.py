@@ -31,20 +31,19 @@ no chart, so a smoke run never overwrites real results.
 """
 
 import argparse
-import datetime
 import gc
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
+from _harness import (HERE, LOOP_COLORS, RESULTS, ROOT, aioev_snapshot,
+                      git_rev, host_meta, import_aioev, loop_versions,
+                      pyplot, ratio_text, rotated, rst_table, show_path,
+                      summarize, text_table)
 
 LOOPS = ("asyncio", "uvloop", "aioev")
 
@@ -312,26 +311,6 @@ BENCHES = {
 # Loop factories (worker side)
 # --------------------------------------------------------------------------
 
-def import_aioev():
-    """Import aioev as installed; failing that, from a build in this tree."""
-    try:
-        import aioev
-        return aioev
-    except ImportError as first:
-        if ROOT in sys.path:
-            raise
-        sys.path.insert(0, ROOT)
-        for mod in [m for m in sys.modules if m == "aioev"
-                    or m.startswith("aioev.")]:
-            del sys.modules[mod]
-        try:
-            import aioev
-            return aioev
-        except ImportError:
-            sys.path.remove(ROOT)
-            raise first
-
-
 def make_loop(name):
     """Return (loop, info dict)."""
     if name == "asyncio":
@@ -417,25 +396,6 @@ def worker(bench, loopname, n, inner):
 WORKER_ENV = None  # set by --snapshot
 
 
-def snapshot_aioev(dest):
-    """Copy the aioev package that imports now (with its built _core) to
-    dest/aioev, so that a rebuild during the run does not mix builds."""
-    import shutil
-    code = ("import sys; sys.path.insert(1, %r); import micro; "
-            "print(micro.import_aioev().__path__[0])" % ROOT)
-    src = subprocess.run([sys.executable, "-c", code], cwd=HERE,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True).stdout.strip()
-    if not src or not os.path.isdir(src):
-        return None
-    shutil.copytree(src, os.path.join(dest, "aioev"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = dest + (os.pathsep + env["PYTHONPATH"]
-                                if env.get("PYTHONPATH") else "")
-    return env
-
-
 def run_worker(bench, loopname, n, inner, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", bench,
            loopname, "--n", str(n), "--inner", str(inner)]
@@ -462,16 +422,6 @@ def fmt_ops(x):
     if x >= 1e3:
         return "%.1fk" % (x / 1e3)
     return "%.0f" % x
-
-
-def summarize(samples):
-    if not samples:
-        return None
-    med = statistics.median(samples)
-    mad = statistics.median([abs(s - med) for s in samples])
-    return {"median": med, "min": min(samples), "max": max(samples),
-            "mad_pct": 100.0 * mad / med if med else 0.0,
-            "samples": samples}
 
 
 def build_rows(benches, loops, cells, errors):
@@ -511,10 +461,6 @@ def cell_text(cell, loopname, unavailable, with_spread=True):
     return t
 
 
-def ratio_text(r):
-    return "%.2fx" % r if r is not None else "-"
-
-
 def table_rows(rows, loops, unavailable, with_spread=True):
     header = (["benchmark"] + ["%s ops/s" % ln for ln in loops]
               + ["aioev/uvloop", "aioev/asyncio", "target", "status"])
@@ -529,37 +475,14 @@ def table_rows(rows, loops, unavailable, with_spread=True):
     return header, body
 
 
-def text_table(header, body):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), sep] + [line(b) for b in body])
-
-
-def rst_table(header, body):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    border = " ".join("=" * w for w in widths)
-    def line(cells):
-        return " ".join(str(c).ljust(w)
-                        for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([border, line(header), border]
-                     + [line(b) for b in body] + [border])
-
-
 def write_chart(rows, loops, path, meta):
     """Two panels: top, every loop's speed relative to stock asyncio; bottom,
     aioev / uvloop per benchmark against that benchmark's target."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-    except Exception as e:
-        print("(no chart: matplotlib not importable: %s)" % e)
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     shown = [ln for ln in loops
              if any((r["loops"].get(ln) or {}).get("median") for r in rows)]
     if "asyncio" not in shown:
@@ -567,7 +490,6 @@ def write_chart(rows, loops, path, meta):
         return False
     labels = [r["label"] for r in rows]
     xs0 = list(range(len(rows)))
-    colors = {"asyncio": "#9e9e9e", "uvloop": "#4c72b0", "aioev": "#dd8452"}
     has_uv = any(r.get("aioev_vs_uvloop") for r in rows)
     fig, axes = plt.subplots(
         2 if has_uv else 1, 1, figsize=(12, 9 if has_uv else 5.2),
@@ -586,7 +508,7 @@ def write_chart(rows, loops, path, meta):
             vals.append(v / base if v and base else 0)
         top = max([top] + vals)
         xs = [k + (i - (len(shown) - 1) / 2) * w for k in xs0]
-        bars = ax.bar(xs, vals, w, label=ln, color=colors.get(ln),
+        bars = ax.bar(xs, vals, w, label=ln, color=LOOP_COLORS.get(ln),
                       edgecolor="white", linewidth=0.5)
         if ln == "asyncio":
             continue  # always 1.0: the baseline line says it
@@ -663,8 +585,7 @@ def write_rst(rpath, rows, loops, unavailable, meta):
         f.write("Median operations per CPU-second over %d interleaved "
                 "rounds; Python %s; %s (%s cores); %s.\n"
                 % (meta["rounds"], meta["python"], meta["cpu"], meta["ncpu"],
-                   ", ".join("%s %s" % (ln, infos[ln].get("version", "?"))
-                             for ln in loops if ln in infos)))
+                   loop_versions(infos, loops)))
 
 
 def replot(jpath, no_chart=False):
@@ -680,16 +601,16 @@ def replot(jpath, no_chart=False):
     print("Median ops per CPU-second over %d interleaved rounds "
           "(±MAD%%), Python %s, %s; %s, git %s (replotted from %s)"
           % (meta["rounds"], meta["python"], meta["cpu"], meta["date"],
-             meta.get("git"), _show(jpath)))
+             meta.get("git"), show_path(jpath)))
     print(text_table(header, body))
     base = os.path.splitext(jpath)[0]
     rpath = base + ".rst"
     write_rst(rpath, rows, loops, unavailable, meta)
-    print("wrote %s" % _show(rpath))
+    print("wrote %s" % show_path(rpath))
     if not meta.get("quick") and not no_chart:
         png = os.path.join(HERE, "micro.png")
         if write_chart(rows, loops, png, meta):
-            print("wrote %s" % _show(png))
+            print("wrote %s" % show_path(png))
     return 0
 
 
@@ -758,19 +679,9 @@ def main(argv=None):
     sizes = {b: max(BATCH, int(BENCHES[b][1] * scale)) for b in benches}
 
     global WORKER_ENV
-    snapdir = None
-    if args.snapshot and "aioev" in loops:
-        import tempfile
-        snapdir = tempfile.mkdtemp(prefix="aioev-snap-")
-        WORKER_ENV = snapshot_aioev(snapdir)
-        print("aioev snapshot: %s" % (snapdir if WORKER_ENV else
-                                      "failed, using the live package"))
-    try:
+    with aioev_snapshot(args.snapshot and "aioev" in loops) as env:
+        WORKER_ENV = env
         return _drive(args, benches, loops, rounds, inner, scale, sizes)
-    finally:
-        if snapdir:
-            import shutil
-            shutil.rmtree(snapdir, ignore_errors=True)
 
 
 def _drive(args, benches, loops, rounds, inner, scale, sizes):
@@ -795,7 +706,7 @@ def _drive(args, benches, loops, rounds, inner, scale, sizes):
     builds = {}  # aioev._core mtime -> samples: catches a rebuild mid-run
     start = time.monotonic()
     for rnd in range(rounds):
-        order = active[rnd % len(active):] + active[:rnd % len(active)]
+        order = rotated(active, rnd)
         for b in benches:
             for ln in order:
                 if errors.get((b, ln), "").startswith("timeout"):
@@ -824,23 +735,16 @@ def _drive(args, benches, loops, rounds, inner, scale, sizes):
         print("WARNING: aioev._core was rebuilt during the run (%s); "
               "the aioev numbers mix builds, run again"
               % ", ".join("%s: %d samples" % kv for kv in sorted(builds.items())))
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc)
-                .strftime("%Y-%m-%d %H:%M UTC"),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "ncpu": os.cpu_count(),
+    meta = host_meta(machine=True)
+    meta.update({
         "rounds": rounds, "inner": inner, "scale": scale,
         "sizes": sizes, "quick": args.quick,
         "loops": infos, "unavailable": unavailable, "loop_order": loops,
         "elapsed_s": round(elapsed, 1),
-        "git": _git_rev(),
+        "git": git_rev(),
         "aioev_core_builds": builds,
         "metric": "ops per CPU second (time.process_time), median of rounds",
-    }
+    })
 
     header, body = table_rows(rows, loops, unavailable)
     print()
@@ -859,38 +763,12 @@ def _drive(args, benches, loops, rounds, inner, scale, sizes):
                   f, indent=2)
     rpath = os.path.join(outdir, "micro%s.rst" % suffix)
     write_rst(rpath, rows, loops, unavailable, meta)
-    print("wrote %s\nwrote %s" % (_show(jpath), _show(rpath)))
+    print("wrote %s\nwrote %s" % (show_path(jpath), show_path(rpath)))
     if not args.quick and not args.no_chart:
         png = os.path.join(HERE, "micro.png")
         if write_chart(rows, loops, png, meta):
-            print("wrote %s" % _show(png))
+            print("wrote %s" % show_path(png))
     return 0
-
-
-def _show(path):
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def _git_rev():
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"],
-                              cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True,
-                              timeout=10).stdout.strip() or None
-    except Exception:
-        return None
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":
