@@ -19,6 +19,7 @@ Notes on asyncio's behaviour that the tests rely on (3.11 - 3.13):
 """
 
 import asyncio
+import selectors
 import gc
 import io
 import os
@@ -86,6 +87,17 @@ def registered_for_reading(loop, fd):
 
 def registered_for_writing(loop, fd):
     return loop.remove_writer(fd)
+
+
+def watched_for_reading(loop, fd):
+    """True if fd has a reader on the loop (leaves it in place)."""
+    if hasattr(loop, "_fd_events"):         # aioev
+        return bool(loop._fd_events(fd) & 1)
+    try:
+        key = loop._selector.get_key(fd)
+    except KeyError:
+        return False
+    return bool(key.events & selectors.EVENT_READ)
 
 
 # ---------------------------------------------------------------------------
@@ -550,6 +562,47 @@ def test_recv_cancel_then_add_reader(loop, sockpair):
         await done
     run(loop, main())
     assert fired == [b"via reader"]
+
+
+def test_recv_driven_by_hand_future_cancelled(loop, sockpair):
+    # A driver other than Task: it cancels the yielded future and resumes
+    # with send(): CancelledError, and the fd is no longer watched.
+    a, b = sockpair
+
+    async def main():
+        coro = loop.sock_recv(a, 100)
+        fut = coro.send(None)
+        assert asyncio.isfuture(fut)
+        assert watched_for_reading(loop, a.fileno())
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            coro.send(None)
+        await asyncio.sleep(0)
+        assert not watched_for_reading(loop, a.fileno())
+        b.send(b"kept")
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b"kept"
+
+
+def test_recv_dropped_awaitable_stops_watch(aioev_loop, sockpair):
+    # A pending sock_recv awaitable that is closed or dropped cancels its
+    # operation (asyncio's coroutine, closed, leaves its reader behind).
+    loop = aioev_loop
+    a, b = sockpair
+
+    async def main():
+        coro = loop.sock_recv(a, 100)
+        coro.send(None)
+        assert watched_for_reading(loop, a.fileno())
+        coro.close()
+        assert not watched_for_reading(loop, a.fileno())
+        coro = loop.sock_recv(a, 100)
+        coro.send(None)
+        del coro
+        assert not watched_for_reading(loop, a.fileno())
+        b.send(b"kept")
+        return await loop.sock_recv(a, 100)
+    assert run(loop, main()) == b"kept"
 
 
 def test_recv_cancel_explicit_task(loop, sockpair):

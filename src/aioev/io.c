@@ -193,6 +193,12 @@ aioev_io_add(LoopObj *loop, int fd, int writer, HandleObj *h)
     if (check_pollable(fd) < 0) {
         return -1;
     }
+    return aioev_io_add_socket(loop, fd, writer, h);
+}
+
+int
+aioev_io_add_socket(LoopObj *loop, int fd, int writer, HandleObj *h)
+{
     h->cancelled = 0;  /* a kept handle is re-armed after a removal */
     return io_set_side(loop, fd, writer, h) < 0 ? -1 : 0;
 }

@@ -72,6 +72,9 @@ struct LoopObj {
 /* io.c: watch fd for reading or writing (writer=1) with handle h, which
  * replaces (and cancels) a previous one; remove returns 1 if one was set */
 int aioev_io_add(LoopObj *loop, int fd, int writer, HandleObj *h);
+/* The same without checking fd (two syscalls): for a socket fd that a
+ * recv/send/accept/connect on it just found would block. */
+int aioev_io_add_socket(LoopObj *loop, int fd, int writer, HandleObj *h);
 int aioev_io_remove(LoopObj *loop, int fd, int writer);
 
 /* sock.c */

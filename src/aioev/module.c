@@ -93,6 +93,8 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->socket_socket);
     Py_CLEAR(st->str__accept);
     Py_CLEAR(st->str_accept);
+    Py_CLEAR(st->str_gettimeout);
+    Py_CLEAR(st->str_fileno);
     Py_CLEAR(st->empty_context);
     Py_CLEAR(st->SSLSocket);
     Py_CLEAR(st->CancelledError);
@@ -255,10 +257,13 @@ module_exec(PyObject *mod)
     st->str_buffer_updated = PyUnicode_InternFromString("buffer_updated");
     st->str__accept = PyUnicode_InternFromString("_accept");
     st->str_accept = PyUnicode_InternFromString("accept");
+    st->str_gettimeout = PyUnicode_InternFromString("gettimeout");
+    st->str_fileno = PyUnicode_InternFromString("fileno");
     if (st->kw_context == NULL || st->str_call_soon == NULL
         || st->str_data_received == NULL || st->str_get_buffer == NULL
         || st->str_buffer_updated == NULL || st->str__accept == NULL
-        || st->str_accept == NULL) {
+        || st->str_accept == NULL || st->str_gettimeout == NULL
+        || st->str_fileno == NULL) {
         return -1;
     }
     st->empty_tuple = PyTuple_New(0);

@@ -180,6 +180,8 @@ typedef struct {
     PyObject *socket_socket;       /* socket.socket */
     PyObject *str__accept;
     PyObject *str_accept;
+    PyObject *str_gettimeout;
+    PyObject *str_fileno;
     uint64_t task_name_counter;
 
     /* Freed Handle/TimerHandle memory kept for reuse (handle.c): saves

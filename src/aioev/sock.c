@@ -297,13 +297,13 @@ op_finish(SockOpObj *op, int rc, PyObject *res)
     Py_XDECREF(r);
 }
 
-/* Called with no argument when the fd is ready, with the future when it
- * is done (its done callback): then only the watch is dropped. */
+/* The fd watch's callback: the fd is ready (or libev gave it up). */
 static PyObject *
 op_call(SockOpObj *op, PyObject *args, PyObject *kwds)
 {
     PyObject *res = NULL;
-    if (PyTuple_GET_SIZE(args) != 0 || op->fut->fut_state != STATE_PENDING) {
+    if (op->fut->fut_state != STATE_PENDING) {
+        /* Cancelled, and its SockCoro not told yet. */
         op_unwatch(op);
         op_release_buffer(op);
         Py_RETURN_NONE;
@@ -327,6 +327,7 @@ typedef struct {
     PyObject_HEAD
     FutureObj *fut;        /* NULL once finished, or if done at once: */
     PyObject *result;      /* the result of an operation done at once */
+    SockOpObj *op;         /* the waiting operation, while fut is set */
     const char *name;      /* "sock_recv" ..., for reprs */
 } SockCoroObj;
 
@@ -334,9 +335,9 @@ static const char *const op_names[] = {
     "sock_recv", "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into",
     "sock_sendall", "sock_sendto", "sock_accept", "sock_connect"};
 
-/* Steals fut. */
+/* Steals fut; op (may be NULL) is the operation settling it. */
 static PyObject *
-coro_new(aioev_state *st, FutureObj *fut, int kind)
+coro_new(aioev_state *st, FutureObj *fut, SockOpObj *op, int kind)
 {
     SockCoroObj *c = PyObject_GC_New(SockCoroObj, st->SockCoroType);
     if (c == NULL) {
@@ -344,6 +345,7 @@ coro_new(aioev_state *st, FutureObj *fut, int kind)
         return NULL;
     }
     c->fut = fut;
+    c->op = (SockOpObj *)Py_XNewRef(op);
     c->result = NULL;
     c->name = op_names[kind];
     PyObject_GC_Track(c);
@@ -361,10 +363,24 @@ coro_new_result(aioev_state *st, PyObject *result, int kind)
         return NULL;
     }
     c->fut = NULL;
+    c->op = NULL;
     c->result = result;
     c->name = op_names[kind];
     PyObject_GC_Track(c);
     return (PyObject *)c;
+}
+
+/* The operation is over for us: stop its watch if still on. */
+static void
+coro_drop_op(SockCoroObj *c)
+{
+    SockOpObj *op = c->op;
+    if (op != NULL) {
+        c->op = NULL;
+        op_unwatch(op);
+        op_release_buffer(op);
+        Py_DECREF(op);
+    }
 }
 
 static void
@@ -372,6 +388,7 @@ coro_cancel(SockCoroObj *c)
 {
     FutureObj *fut = c->fut;
     Py_CLEAR(c->result);
+    coro_drop_op(c);
     if (fut == NULL) {
         return;
     }
@@ -410,6 +427,7 @@ coro_am_send(SockCoroObj *c, PyObject *arg, PyObject **result)
     if (r != PYGEN_NEXT) {
         c->fut = NULL;
         Py_DECREF(fut);
+        coro_drop_op(c);  /* cancelled: nothing to read any more */
     }
     return r;
 }
@@ -471,6 +489,7 @@ coro_traverse(SockCoroObj *c, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(c));
     Py_VISIT(c->fut);
     Py_VISIT(c->result);
+    Py_VISIT(c->op);
     return 0;
 }
 
@@ -479,6 +498,7 @@ coro_clear(SockCoroObj *c)
 {
     Py_CLEAR(c->fut);
     Py_CLEAR(c->result);
+    Py_CLEAR(c->op);
     return 0;
 }
 
@@ -554,7 +574,7 @@ check_socket(LoopObj *loop, PyObject *sock)
             return -1;
         }
     }
-    PyObject *t = PyObject_CallMethod(sock, "gettimeout", NULL);
+    PyObject *t = PyObject_CallMethodNoArgs(sock, st->str_gettimeout);
     if (t == NULL) {
         return -1;
     }
@@ -572,9 +592,9 @@ check_socket(LoopObj *loop, PyObject *sock)
 }
 
 static int
-socket_fd(PyObject *sock)
+socket_fd(aioev_state *st, PyObject *sock)
 {
-    PyObject *r = PyObject_CallMethod(sock, "fileno", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(sock, st->str_fileno);
     if (r == NULL) {
         return -1;
     }
@@ -606,35 +626,21 @@ fail_at_await(LoopObj *loop, int kind)
         return NULL;
     }
     Py_DECREF(r);
-    return coro_new(st, fut, kind);
+    return coro_new(st, fut, NULL, kind);
 }
 
-/* fail_at_await for an op that never watched: drops it, keeping the
- * raised exception out of its deallocation. */
-static PyObject *
-fail_op(SockOpObj *op, int kind)
-{
-    LoopObj *loop = (LoopObj *)Py_NewRef(op->loop);
-    PyObject *exc = PyErr_GetRaisedException();
-    Py_DECREF(op);
-    PyErr_SetRaisedException(exc);
-    PyObject *r = fail_at_await(loop, kind);
-    Py_DECREF(loop);
-    return r;
-}
-
-/* Makes the op, tries once, and only if the operation would block makes
- * a future and watches the fd. Returns the SockCoro to await. bufobj, if
- * given, is held as a buffer (writable or not); arg and n are the kind's
- * parameters. */
+/* Tries the operation at once, and only if it would block makes a
+ * SockOp watching the fd and a future it settles. Returns the SockCoro
+ * to await. bufobj, if given, is held as a buffer (writable or not); arg
+ * and n are the kind's parameters. */
 static PyObject *
 op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
          PyObject *bufobj, int writable, Py_ssize_t n)
 {
     aioev_state *st = loop->state;
-    SockOpObj *op = NULL;
+    SockOpObj first, *op = NULL;
     FutureObj *fut = NULL;
-    PyObject *res = NULL;
+    PyObject *res = NULL, *coro;
     int fd, rc;
 
     if ((kind == OP_RECV || kind == OP_RECVFROM) && n < 0) {
@@ -642,25 +648,19 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
                      kind == OP_RECV ? "recv" : "recvfrom");
         return fail_at_await(loop, kind);
     }
-    if (check_socket(loop, sock) < 0 || (fd = socket_fd(sock)) < 0) {
+    if (check_socket(loop, sock) < 0 || (fd = socket_fd(st, sock)) < 0) {
         return fail_at_await(loop, kind);
     }
-    op = PyObject_GC_New(SockOpObj, st->SockOpType);
-    if (op == NULL) {
-        goto error;
-    }
-    op->loop = (LoopObj *)Py_NewRef(loop);
-    op->fut = NULL;  /* made only if the operation cannot finish now */
-    op->sock = Py_NewRef(sock);
-    op->handle = NULL;
-    op->arg = Py_XNewRef(arg);
-    op->has_buf = 0;
-    op->n = n;
-    op->fd = fd;
-    op->kind = kind;
-    PyObject_GC_Track(op);
+    /* The first attempt runs on this stack copy: an operation done at
+     * once (the common case) allocates no SockOp. */
+    first.sock = sock;
+    first.arg = arg;
+    first.has_buf = 0;
+    first.n = n;
+    first.fd = fd;
+    first.kind = kind;
     if (bufobj != NULL) {
-        if (PyObject_GetBuffer(bufobj, &op->buf,
+        if (PyObject_GetBuffer(bufobj, &first.buf,
                                writable ? PyBUF_WRITABLE : PyBUF_SIMPLE)
             < 0) {
             if (writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
@@ -669,28 +669,41 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
                              "object is required, not '%.200s'",
                              Py_TYPE(bufobj)->tp_name);
             }
-            return fail_op(op, kind);
+            return fail_at_await(loop, kind);
         }
-        op->has_buf = 1;
+        first.has_buf = 1;
         if (kind == OP_RECV_INTO) {
-            op_release_buffer(op);  /* checked; retaken per attempt */
+            op_release_buffer(&first);  /* checked; retaken per attempt */
         }
     }
-
-    rc = try_op(op, &res);
-    if (rc > 0) {
-        op_release_buffer(op);
-        Py_DECREF(op);
+    rc = try_op(&first, &res);
+    if (rc != 0) {
+        op_release_buffer(&first);
+        if (rc < 0) {
+            return fail_at_await(loop, kind);
+        }
         return coro_new_result(st, res, kind);
     }
-    if (rc < 0) {
-        return fail_op(op, kind);
+
+    op = PyObject_GC_New(SockOpObj, st->SockOpType);
+    if (op == NULL) {
+        op_release_buffer(&first);
+        return NULL;
     }
-    fut = (FutureObj *)aioev_loop_new_future(loop);
-    if (fut == NULL) {
+    op->loop = (LoopObj *)Py_NewRef(loop);
+    op->sock = Py_NewRef(sock);
+    op->arg = Py_XNewRef(arg);
+    op->buf = first.buf;  /* the held buffer moves to op */
+    op->has_buf = first.has_buf;
+    op->n = first.n;      /* e.g. what sendall sent so far */
+    op->fd = fd;
+    op->kind = kind;
+    op->handle = NULL;
+    op->fut = (FutureObj *)aioev_loop_new_future(loop);
+    PyObject_GC_Track(op);
+    if (op->fut == NULL) {
         goto error;
     }
-    op->fut = (FutureObj *)Py_NewRef(fut);
     op->handle = aioev_handle_new(st, st->HandleType, (PyObject *)loop,
                                   (PyObject *)op, st->empty_tuple,
                                   st->empty_context);
@@ -698,23 +711,26 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
         goto error;
     }
     PyObject_GC_Track(op->handle);
-    if (aioev_io_add(loop, fd, op_is_writer(kind), op->handle) < 0
-        || aioev_future_add_callback(st, fut, (PyObject *)op,
-                                     st->empty_context) < 0) {
+    /* try_op just used the fd: no need to check it */
+    if (aioev_io_add_socket(loop, fd, op_is_writer(kind), op->handle) < 0) {
+        goto error;
+    }
+    fut = (FutureObj *)Py_NewRef(op->fut);
+    coro = coro_new(st, fut, op, kind);
+    if (coro == NULL) {
         goto error;
     }
     Py_DECREF(op);
-    return coro_new(st, fut, kind);
+    return coro;
 
 error:
-    if (op != NULL) {
+    {
         PyObject *exc = PyErr_GetRaisedException();
         op_unwatch(op);
         op_release_buffer(op);
         PyErr_SetRaisedException(exc);
         Py_DECREF(op);
     }
-    Py_XDECREF(fut);
     return NULL;
 }
 

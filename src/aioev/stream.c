@@ -521,7 +521,8 @@ stream_write(StreamObj *t, PyObject *data)
             PyBuffer_Release(&view);
             Py_RETURN_NONE;
         }
-        if (watch(t, 1, 1) < 0) {
+        /* send() just used the fd: no need to check it */
+        if (aioev_io_add_socket(t->loop, t->fd, 1, t->write_handle) < 0) {
             PyBuffer_Release(&view);
             return NULL;
         }
