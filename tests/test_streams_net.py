@@ -1277,3 +1277,107 @@ def test_accept_overridden_accept_is_used(loop):
         server.close()
         await server.wait_closed()
     run(loop, main())
+
+
+# -- the transport's fast path into asyncio's StreamReader -------------------
+# aioev's transport feeds an asyncio StreamReader directly when the
+# protocol is asyncio's own StreamReaderProtocol; these check that it keeps
+# feed_data's behaviour, and steps aside for subclasses and patches.
+
+async def _reader_pair(loop, limit=2 ** 16):
+    """A stream reader/writer for the server side, and the client's."""
+    got = loop.create_future()
+
+    def on_client(reader, writer):
+        got.set_result((reader, writer))
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0,
+                                        limit=limit)
+    port = server.sockets[0].getsockname()[1]
+    cr, cw = await asyncio.open_connection("127.0.0.1", port)
+    sr, sw = await got
+    return server, sr, sw, cr, cw
+
+
+async def _close_pair(server, sw, cw):
+    for w in (cw, sw):
+        w.close()
+    for w in (cw, sw):
+        try:
+            await w.wait_closed()
+        except ConnectionError:
+            pass
+    server.close()
+    await server.wait_closed()
+
+
+def test_stream_reader_pauses_past_twice_limit(loop):
+    async def main():
+        server, sr, sw, cr, cw = await _reader_pair(loop, limit=1024)
+        cw.write(b"x" * 10000)
+        await cw.drain()
+        for _ in range(200):
+            if not sw.transport.is_reading():
+                break
+            await asyncio.sleep(0.005)
+        assert not sw.transport.is_reading()   # paused: > 2 * limit held
+        assert len(sr._buffer) > 2048
+        data = b""
+        while len(data) < 10000:
+            data += await sr.read(100000)
+        assert data == b"x" * 10000
+        assert sw.transport.is_reading()       # resumed once drained
+        await _close_pair(server, sw, cw)
+    run(loop, main())
+
+
+def test_stream_reader_cancelled_read_then_data(loop):
+    async def main():
+        server, sr, sw, cr, cw = await _reader_pair(loop)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(sr.read(10), 0.02)
+        cw.write(b"late")
+        assert await asyncio.wait_for(sr.readexactly(4), TIMEOUT) == b"late"
+        await _close_pair(server, sw, cw)
+    run(loop, main())
+
+
+def test_stream_reader_protocol_subclass_is_called(loop):
+    seen = []
+
+    class Counting(asyncio.StreamReaderProtocol):
+        def data_received(self, data):
+            seen.append(bytes(data))
+            super().data_received(data)
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader = asyncio.StreamReader()
+        await loop.create_connection(lambda: Counting(reader),
+                                     "127.0.0.1", port)
+        transport = reader._transport
+        transport.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"
+        assert b"".join(seen) == b"hello"
+        transport.close()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_stream_reader_patched_feed_data_is_called(loop, monkeypatch):
+    seen = []
+    original = asyncio.StreamReader.feed_data
+
+    def feed_data(self, data):
+        seen.append(bytes(data))
+        original(self, data)
+    monkeypatch.setattr(asyncio.StreamReader, "feed_data", feed_data)
+
+    async def main():
+        server, sr, sw, cr, cw = await _reader_pair(loop)
+        cw.write(b"patched")
+        assert await sr.readexactly(7) == b"patched"
+        assert b"".join(seen) == b"patched"
+        await _close_pair(server, sw, cw)
+    run(loop, main())

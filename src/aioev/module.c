@@ -37,6 +37,11 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->set_result_unless_cancelled);
     Py_VISIT(st->set_nodelay);
     Py_VISIT(st->socket_socket);
+    Py_VISIT(st->StreamReaderProtocol);
+    Py_VISIT(st->StreamReader);
+    for (int i = 0; i < 3; i++) {
+        Py_VISIT(st->stream_methods[i]);
+    }
     Py_VISIT(st->empty_context);
     Py_VISIT(st->SSLSocket);
     Py_VISIT(st->CancelledError);
@@ -94,6 +99,18 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str__accept);
     Py_CLEAR(st->str_accept);
     Py_CLEAR(st->str_gettimeout);
+    Py_CLEAR(st->StreamReaderProtocol);
+    Py_CLEAR(st->StreamReader);
+    for (int i = 0; i < 3; i++) {
+        Py_CLEAR(st->stream_methods[i]);
+    }
+    Py_CLEAR(st->str_stream_reader_wr);
+    Py_CLEAR(st->str__eof);
+    Py_CLEAR(st->str__buffer);
+    Py_CLEAR(st->str__waiter);
+    Py_CLEAR(st->str__transport);
+    Py_CLEAR(st->str__paused);
+    Py_CLEAR(st->str__limit);
     Py_CLEAR(st->str_fileno);
     Py_CLEAR(st->empty_context);
     Py_CLEAR(st->SSLSocket);
@@ -222,6 +239,10 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, set_nodelay), "asyncio.base_events",
          "_set_nodelay"},
         {offsetof(aioev_state, socket_socket), "socket", "socket"},
+        {offsetof(aioev_state, StreamReaderProtocol), "asyncio.streams",
+         "StreamReaderProtocol"},
+        {offsetof(aioev_state, StreamReader), "asyncio.streams",
+         "StreamReader"},
         {offsetof(aioev_state, future_repr), "aioev._helpers",
          "future_repr"},
         {offsetof(aioev_state, task_repr), "aioev._helpers", "task_repr"},
@@ -242,6 +263,16 @@ module_exec(PyObject *mod)
     st->wrap_stopiteration = Py_Version >= 0x030C0200;
 #endif
     open_task_registry(st);
+    st->stream_methods[0] = PyObject_GetAttrString(st->StreamReaderProtocol,
+                                                   "data_received");
+    st->stream_methods[1] = PyObject_GetAttrString(st->StreamReader,
+                                                   "feed_data");
+    st->stream_methods[2] = PyObject_GetAttrString(st->StreamReader,
+                                                   "_wakeup_waiter");
+    if (st->stream_methods[0] == NULL || st->stream_methods[1] == NULL
+        || st->stream_methods[2] == NULL) {
+        return -1;
+    }
     st->empty_context = PyContext_New();
     if (st->empty_context == NULL) {
         return -1;
@@ -259,6 +290,27 @@ module_exec(PyObject *mod)
     st->str_accept = PyUnicode_InternFromString("accept");
     st->str_gettimeout = PyUnicode_InternFromString("gettimeout");
     st->str_fileno = PyUnicode_InternFromString("fileno");
+    {
+        static const struct {
+            size_t offset;
+            const char *name;
+        } names[] = {
+            {offsetof(aioev_state, str_stream_reader_wr), "_stream_reader_wr"},
+            {offsetof(aioev_state, str__eof), "_eof"},
+            {offsetof(aioev_state, str__buffer), "_buffer"},
+            {offsetof(aioev_state, str__waiter), "_waiter"},
+            {offsetof(aioev_state, str__transport), "_transport"},
+            {offsetof(aioev_state, str__paused), "_paused"},
+            {offsetof(aioev_state, str__limit), "_limit"},
+        };
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            PyObject **slot = (PyObject **)((char *)st + names[i].offset);
+            *slot = PyUnicode_InternFromString(names[i].name);
+            if (*slot == NULL) {
+                return -1;
+            }
+        }
+    }
     if (st->kw_context == NULL || st->str_call_soon == NULL
         || st->str_data_received == NULL || st->str_get_buffer == NULL
         || st->str_buffer_updated == NULL || st->str__accept == NULL

@@ -181,6 +181,19 @@ typedef struct {
     PyObject *str__accept;
     PyObject *str_accept;
     PyObject *str_gettimeout;
+    /* asyncio's stream classes, for the transport's fast path into a
+     * StreamReader (stream.c), and the attribute names it reads */
+    PyObject *StreamReaderProtocol;
+    PyObject *StreamReader;
+    /* their data_received, feed_data, _wakeup_waiter as imported */
+    PyObject *stream_methods[3];
+    PyObject *str_stream_reader_wr;
+    PyObject *str__eof;
+    PyObject *str__buffer;
+    PyObject *str__waiter;
+    PyObject *str__transport;
+    PyObject *str__paused;
+    PyObject *str__limit;
     PyObject *str_fileno;
     uint64_t task_name_counter;
 

@@ -40,6 +40,7 @@ typedef struct {
     int protocol_paused;
     int protocol_connected;
     int buffered;
+    int stream_fast;           /* protocol is asyncio's StreamReaderProtocol */
 } StreamObj;
 
 /* ------------------------------------------------------------------------
@@ -338,6 +339,185 @@ read_buffered(StreamObj *t)
     Py_RETURN_NONE;
 }
 
+/* 1 if the protocol is asyncio's StreamReaderProtocol and the methods
+ * feed_stream_reader() stands for are asyncio's own (not patched). */
+static int
+is_plain_stream_protocol(aioev_state *st, PyObject *protocol)
+{
+    static const struct {
+        int reader;
+        const char *name;
+    } methods[] = {
+        {0, "data_received"}, {1, "feed_data"}, {1, "_wakeup_waiter"},
+    };
+
+    if (!Py_IS_TYPE(protocol, (PyTypeObject *)st->StreamReaderProtocol)) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        PyObject *cls = methods[i].reader ? st->StreamReader
+                                          : st->StreamReaderProtocol;
+        PyObject *now = PyObject_GetAttrString(cls, methods[i].name);
+        if (now == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        Py_DECREF(now);  /* the class keeps it */
+        if (now != st->stream_methods[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* asyncio's StreamReaderProtocol.data_received(data) -- that is
+ * reader.feed_data(data) -- done here for the exact asyncio classes (with
+ * their own methods), the data copied once from our read buffer into the
+ * reader's: the same steps (extend the buffer, wake the waiter, pause
+ * reading past twice the limit) without four Python frames and a bytes
+ * object per read. 1 done, 0 not applicable (call data_received), -1
+ * error. */
+static int
+feed_stream_reader(StreamObj *t, const char *data, Py_ssize_t n)
+{
+    aioev_state *st = t->loop->state;
+    PyObject *pdict = NULL, *rdict = NULL, *reader = NULL, *wr, *buf;
+    PyObject *waiter, *transport, *paused, *limit, *r;
+    int rc = 0;
+
+    pdict = PyObject_GenericGetDict(t->protocol, NULL);
+    if (pdict == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    wr = PyDict_GetItemWithError(pdict, st->str_stream_reader_wr);
+    if (wr == NULL || (wr != Py_None && !PyWeakref_CheckRef(wr))) {
+        goto done;  /* rc 0, or -1 below if an error was raised */
+    }
+    if (wr == Py_None) {
+        rc = 1;  /* no reader: data_received drops the data */
+        goto done;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyWeakref_GetRef(wr, &reader) < 0) {
+        goto done;
+    }
+#else
+    reader = Py_XNewRef(PyWeakref_GetObject(wr));
+    if (reader == Py_None) {
+        Py_CLEAR(reader);
+    }
+#endif
+    if (reader == NULL) {
+        rc = PyErr_Occurred() ? -1 : 1;
+        goto done;
+    }
+    if (!Py_IS_TYPE(reader, (PyTypeObject *)st->StreamReader)) {
+        goto done;
+    }
+    rdict = PyObject_GenericGetDict(reader, NULL);
+    if (rdict == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    /* After feed_eof, feed_data's assert is asyncio's to raise. */
+    if (PyDict_GetItemWithError(rdict, st->str__eof) != Py_False) {
+        goto done;
+    }
+    buf = PyDict_GetItemWithError(rdict, st->str__buffer);
+    if (buf == NULL || !PyByteArray_CheckExact(buf)) {
+        goto done;
+    }
+    Py_ssize_t old = PyByteArray_GET_SIZE(buf);
+    if (PyByteArray_Resize(buf, old + n) < 0) {
+        rc = -1;  /* e.g. BufferError, as extend() would raise */
+        goto done;
+    }
+    memcpy(PyByteArray_AS_STRING(buf) + old, data, (size_t)n);
+    rc = 1;
+
+    /* _wakeup_waiter() */
+    waiter = PyDict_GetItemWithError(rdict, st->str__waiter);
+    if (waiter != NULL && waiter != Py_None) {
+        Py_INCREF(waiter);
+        if (PyDict_SetItem(rdict, st->str__waiter, Py_None) < 0) {
+            Py_DECREF(waiter);
+            rc = -1;
+            goto done;
+        }
+        if (Py_IS_TYPE(waiter, st->FutureType)) {
+            FutureObj *fut = (FutureObj *)waiter;
+            r = fut->fut_state == STATE_CANCELLED
+                ? Py_NewRef(Py_None)
+                : aioev_future_set_result(st, fut, Py_None);
+        }
+        else {
+            r = PyObject_CallMethod(waiter, "cancelled", NULL);
+            int c = r ? PyObject_IsTrue(r) : -1;
+            Py_XDECREF(r);
+            r = c < 0 ? NULL
+                : c ? Py_NewRef(Py_None)
+                    : PyObject_CallMethod(waiter, "set_result", "O",
+                                          Py_None);
+        }
+        Py_DECREF(waiter);
+        if (r == NULL) {
+            rc = -1;
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        rc = -1;
+        goto done;
+    }
+
+    /* Pause reading once the reader holds more than twice its limit. */
+    transport = PyDict_GetItemWithError(rdict, st->str__transport);
+    paused = PyDict_GetItemWithError(rdict, st->str__paused);
+    limit = PyDict_GetItemWithError(rdict, st->str__limit);
+    if (transport == NULL || paused == NULL || limit == NULL
+        || transport == Py_None || PyObject_IsTrue(paused) != 0) {
+        rc = PyErr_Occurred() ? -1 : 1;
+        goto done;
+    }
+    Py_ssize_t lim = PyLong_AsSsize_t(limit);
+    if (lim == -1 && PyErr_Occurred()) {
+        rc = -1;
+        goto done;
+    }
+    if (PyByteArray_GET_SIZE(buf) <= 2 * lim) {
+        goto done;
+    }
+    Py_INCREF(transport);
+    r = PyObject_CallMethod(transport, "pause_reading", NULL);
+    Py_DECREF(transport);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_NotImplementedError)) {
+            rc = -1;
+            goto done;
+        }
+        PyErr_Clear();
+        if (PyDict_SetItem(rdict, st->str__transport, Py_None) < 0) {
+            rc = -1;
+        }
+        goto done;
+    }
+    Py_DECREF(r);
+    if (PyDict_SetItem(rdict, st->str__paused, Py_True) < 0) {
+        rc = -1;
+    }
+
+done:
+    if (rc == 0 && PyErr_Occurred()) {
+        rc = -1;
+    }
+    Py_XDECREF(reader);
+    Py_XDECREF(rdict);
+    Py_XDECREF(pdict);
+    return rc;
+}
+
 static PyObject *
 read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
 {
@@ -370,13 +550,21 @@ read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
     if (n == 0) {
         return on_eof(t);
     }
-    PyObject *data = PyBytes_FromStringAndSize(t->loop->read_buf, n);
-    if (data == NULL) {
-        return NULL;
+    PyObject *r = NULL;
+    int fed = t->stream_fast ? feed_stream_reader(t, t->loop->read_buf, n)
+                             : 0;
+    if (fed > 0) {
+        r = Py_NewRef(Py_None);
     }
-    PyObject *r = PyObject_CallMethodOneArg(
-        t->protocol, t->loop->state->str_data_received, data);
-    Py_DECREF(data);
+    else if (fed == 0) {
+        PyObject *data = PyBytes_FromStringAndSize(t->loop->read_buf, n);
+        if (data == NULL) {
+            return NULL;
+        }
+        r = PyObject_CallMethodOneArg(
+            t->protocol, t->loop->state->str_data_received, data);
+        Py_DECREF(data);
+    }
     if (r == NULL) {
         if (is_fatal()) {
             return NULL;
@@ -806,6 +994,7 @@ stream_set_protocol(StreamObj *t, PyObject *protocol)
         return NULL;
     }
     t->buffered = b;
+    t->stream_fast = is_plain_stream_protocol(t->loop->state, protocol);
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
     t->protocol_connected = 1;
     Py_RETURN_NONE;
