@@ -88,8 +88,8 @@ Selection rules (what is NOT run, and is not listed in skips.txt)
    prompt_cancellation``) or PIPES_RE is left out, and the
    ``TestServer``/``TestAbstractServer`` classes of test_events too, and
    the NETWORK_MODULES (test_sock_lowlevel, test_streams, test_server,
-   test_buffered_proto, test_sendfile, test_protocols, test_transports) are
-   not run.  What remains: run_until_complete*, call_soon*, call_later,
+   test_buffered_proto, test_sendfile, test_protocols, test_transports,
+   test_ssl, test_sslproto) are not run.  What remains: run_until_complete*, call_soon*, call_later,
    run_in_executor*, reader/writer callbacks, add/remove fds after closing,
    signal handling, close*.
    With --network, the network tests and modules are run; the tests
@@ -143,15 +143,15 @@ MODULES = [
 NETWORK_MODULES = [
     "test_sock_lowlevel", "test_streams", "test_server",
     "test_buffered_proto", "test_sendfile", "test_protocols",
-    "test_transports",
+    "test_transports", "test_ssl", "test_sslproto",
 ]
 # Heaviest first, so that -j 2 finishes early.
 ORDER = ["test_tasks", "test_events", "test_locks", "test_waitfor",
          "test_futures", "test_queues", "test_taskgroups", "test_timeouts",
          "test_runners", "test_threads", "test_futures2", "test_pep492",
          "test_context", "test_streams", "test_sock_lowlevel",
-         "test_sendfile", "test_server", "test_buffered_proto",
-         "test_protocols", "test_transports"]
+         "test_sendfile", "test_ssl", "test_server", "test_sslproto",
+         "test_buffered_proto", "test_protocols", "test_transports"]
 
 # Rule 2; matched against the test method name of ImplEventLoopTests.
 # NETWORK_RE: run with --network only.  PIPES_RE: never (later milestone).
@@ -171,6 +171,7 @@ EXCLUDED_CLASSES = {
     "test_sendfile": [r"(Select|EPoll|Poll|Kqueue|Proactor)EventLoopTests"],
     "test_server": [r"(Selector|Proactor)StartServerTests"],
     "test_buffered_proto": [r"BufferedProtocol(Selector|Proactor)Tests"],
+    "test_sslproto": [r"(Selector|Proactor)StartTLSTests"],
 }
 # Rule 2: classes left out without --network.
 NETWORK_CLASSES = {
@@ -425,12 +426,15 @@ def extra_classes(modname, mod, network=False):
         _copy_own_members(getattr(mod, "SelectEventLoopTests", None), c)
         added.append(c)
 
-    elif modname in ("test_server", "test_buffered_proto"):
+    elif modname in ("test_server", "test_buffered_proto", "test_sslproto"):
         def new_loop(self):
             return Impl.Loop()
         if modname == "test_server":
             base, name = mod.BaseStartServer, "ImplStartServerTests"
             stock = getattr(mod, "SelectorStartServerTests", None)
+        elif modname == "test_sslproto":
+            base, name = mod.BaseStartTLS, "ImplStartTLSTests"
+            stock = getattr(mod, "SelectorStartTLSTests", None)
         else:
             base, name = (mod.BaseTestBufferedProtocol,
                           "ImplBufferedProtocolTests")
