@@ -29,14 +29,17 @@ is_resource_error(PyObject *exc)
     return n == EMFILE || n == ENFILE || n == ENOBUFS || n == ENOMEM;
 }
 
+/* close() the fd an int object holds, keeping any raised exception. */
 static void
 close_fd(PyObject *fd)
 {
+    PyObject *exc = PyErr_GetRaisedException();
     int n = PyLong_AsLong(fd);
     if (n >= 0) {
         close(n);
     }
     PyErr_Clear();
+    PyErr_SetRaisedException(exc);
 }
 
 /* conn.close(), keeping any raised exception. */
@@ -190,9 +193,7 @@ wrap_accepted(aioev_state *st, PyObject *fam_type_proto[3], PyObject *fd)
     PyObject *r;
 
     if (conn == NULL) {
-        PyObject *exc = PyErr_GetRaisedException();
         close_fd(fd);
-        PyErr_SetRaisedException(exc);
         return NULL;
     }
     r = PyObject_CallMethod(conn, "setblocking", "O", Py_False);
