@@ -10,8 +10,9 @@ with aioev built for that interpreter:
 scripts/test.sh does exactly that.  Each round drives an aioev loop
 through futures (resolved, failed, cancelled, awaited), tasks and gather,
 timers (call_later / call_at, some cancelled), task cancellation with a
-message, call_soon with arguments and contexts, and call_soon_threadsafe
-from this thread and from a worker thread.  After some warm-up rounds the
+message, call_soon with arguments and contexts, call_soon_threadsafe
+from this thread and from a worker thread, sock_* operations (done at
+once, waiting, cancelled, dropped) and a stream connection to a server.  After some warm-up rounds the
 total reference count (sys.gettotalrefcount) and the number of objects
 the GC tracks (len(gc.get_objects())) are read, then again after each
 chunk of rounds.  A leak shows as growth in every chunk; the check fails
@@ -36,6 +37,7 @@ import time
 
 VAR = contextvars.ContextVar("refleak_var", default=None)
 SOCKS = []        # a connected socket pair for the reader/writer part
+NET = {}          # sock_* pair, and the port of a stream echo server
 REPORTS = [0]     # contexts the loop gave to its exception handler
 
 
@@ -143,6 +145,69 @@ async def _raises(x):
 
 async def _sleeps_forever():
     await asyncio.sleep(3600)
+
+
+async def _echo_stream(reader, writer):
+    while data := await reader.read(4096):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def _net_part(loop, i):
+    """sock_* done at once and waiting (one cancelled, one closed, one
+    dropped), a sendall that has to wait, and a stream connection to a
+    server (the C accept loop and the transport's StreamReader path)."""
+    a, b = NET["pair"]
+    await loop.sock_sendall(b, b"now")
+    assert await loop.sock_recv(a, 16) == b"now"
+    loop.call_soon(b.send, b"later")
+    assert await loop.sock_recv(a, 16) == b"later"
+    buf = bytearray(8)
+    loop.call_soon(b.send, b"into")
+    assert await loop.sock_recv_into(a, buf) == 4
+    try:
+        await asyncio.wait_for(loop.sock_recv(a, 16), 0.0001)
+    except asyncio.TimeoutError:
+        pass
+    coro = loop.sock_recv(a, 16)
+    coro.send(None)
+    coro.close()
+    coro = loop.sock_recv(a, 16)
+    coro.send(None)
+    del coro
+    big = b"x" * (256 * 1024)   # more than the socket buffers take
+
+    async def drain_peer():
+        got = 0
+        while got < len(big):
+            got += len(await loop.sock_recv(a, 65536))
+    t = loop.create_task(drain_peer())
+    await loop.sock_sendall(b, big)
+    await t
+
+    r, w = await asyncio.open_connection("127.0.0.1", NET["port"])
+    msg = b"ping %d" % i
+    w.write(msg)
+    await w.drain()
+    assert await r.readexactly(len(msg)) == msg
+    w.close()
+    await w.wait_closed()
+
+
+async def _start_net(loop):
+    NET["pair"] = socket.socketpair()
+    for sock in NET["pair"]:
+        sock.setblocking(False)
+    NET["server"] = await asyncio.start_server(_echo_stream, "127.0.0.1", 0)
+    NET["port"] = NET["server"].sockets[0].getsockname()[1]
+
+
+async def _stop_net():
+    NET["server"].close()
+    await NET["server"].wait_closed()
+    for sock in NET["pair"]:
+        sock.close()
 
 
 async def one_round(loop, worker, i):
@@ -264,6 +329,8 @@ async def one_round(loop, worker, i):
     await asyncio.sleep(0)
     del t
 
+    await _net_part(loop, i)
+
     await asyncio.sleep(0)
     assert ("never",) not in acc and ("removed" not in acc), acc
     return len(acc)
@@ -306,6 +373,7 @@ def main(argv=None):
     SOCKS[:] = socket.socketpair()
     for sock in SOCKS:
         sock.setblocking(False)
+    loop.run_until_complete(_start_net(loop))
     worker = Worker(loop)
     rounds_per_chunk = max(1, args.rounds // args.chunks)
     t0 = time.monotonic()
@@ -335,6 +403,7 @@ def main(argv=None):
         worker.stop()
         for sock in SOCKS:
             sock.close()
+        loop.run_until_complete(_stop_net())
         loop.close()
         asyncio.set_event_loop(None)
 
