@@ -381,8 +381,9 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
 
     @property
     def _selector(self):
-        # asyncio's transports read it for their repr only.
-        return _SelectorView(self)
+        # asyncio's transports read it for their repr only; a closed
+        # selector loop has none (their repr then says "open").
+        return None if self.is_closed() else _SelectorView(self)
 
     for _cls, _names in (
             (_Base, (

@@ -2,8 +2,10 @@
 
 import asyncio
 import errno
+import gc
 import os
 import socket
+import warnings
 
 import pytest
 
@@ -395,10 +397,48 @@ def test_add_reader_negative_fd(loop):
 
 
 def test_add_reader_bad_object(loop):
-    with pytest.raises((TypeError, ValueError)):
-        loop.add_reader("not an fd", lambda: None)
-    with pytest.raises((TypeError, ValueError)):
-        loop.add_reader(object(), lambda: None)
+    # The selectors module's errors, which asyncio's loops give.
+    for bad in ("not an fd", object(), 1.5):
+        for method in (loop.add_reader, loop.add_writer):
+            with pytest.raises(ValueError, match="Invalid file object"):
+                method(bad, lambda: None)
+        for method in (loop.remove_reader, loop.remove_writer):
+            with pytest.raises(ValueError, match="Invalid file object"):
+                method(bad)
+    with pytest.raises(ValueError, match=r"Invalid file descriptor: -1\b"):
+        loop.add_reader(-1, lambda: None)
+
+    class BadFileno:
+        def fileno(self):
+            return -3
+    with pytest.raises(ValueError, match="Invalid file descriptor: -3"):
+        loop.remove_writer(BadFileno())
+
+
+def test_pipe_transport_repr_after_loop_close(loop_factory):
+    # asyncio's pipe transports on a closed loop say "open" (they look for
+    # the loop's selector, which a closed loop no longer has).
+    loop = loop_factory()
+    r, w = os.pipe()
+    rpipe, wpipe = os.fdopen(r, "rb", 0), os.fdopen(w, "wb", 0)
+
+    async def connect():
+        rt, _ = await loop.connect_read_pipe(asyncio.Protocol, rpipe)
+        wt, _ = await loop.connect_write_pipe(asyncio.Protocol, wpipe)
+        return rt, wt
+    try:
+        rt, wt = loop.run_until_complete(connect())
+        assert "polling" in repr(rt)
+    finally:
+        loop.close()
+    assert "open" in repr(rt) and "open" in repr(wt)
+    # Their loop is gone: they cannot close any more, only be dropped.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        rpipe.close()
+        wpipe.close()
+        del rt, wt
+        gc.collect()
 
 
 def test_add_reader_closed_fd(loop):

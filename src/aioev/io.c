@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 /* ------------------------------------------------------------------------
@@ -16,21 +17,37 @@
 static int
 fileobj_to_fd(PyObject *fileobj)
 {
-    int fd = PyObject_AsFileDescriptor(fileobj);
-    if (fd < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %d",
-                         fd);
+    PyObject *num;
+    long fd;
+
+    /* selectors' rules and messages, which asyncio's loops give */
+    if (PyLong_Check(fileobj)) {
+        num = Py_NewRef(fileobj);
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
+        num = r ? PyNumber_Long(r) : NULL;
+        Py_XDECREF(r);
+        if (num == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)
+                || PyErr_ExceptionMatches(PyExc_TypeError)
+                || PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
+                             fileobj);
+            }
+            return -1;
         }
-        else if (PyErr_ExceptionMatches(PyExc_ValueError)
-                 && PyLong_Check(fileobj)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S",
-                         fileobj);
-        }
+    }
+    fd = PyLong_AsLong(num);
+    if ((fd == -1 && PyErr_Occurred()) || fd < 0 || fd > INT_MAX) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S", num);
+        Py_DECREF(num);
         return -1;
     }
-    return fd;
+    Py_DECREF(num);
+    return (int)fd;
 }
 
 /* Refuses what epoll would refuse, before libev can abort on it. */

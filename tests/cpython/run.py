@@ -49,12 +49,14 @@ How the loop under test gets in
   test_server     ImplStartServerTests (BaseStartServer, new_loop -> Loop())
   test_buffered_proto  ImplBufferedProtocolTests (BaseTestBufferedProtocol,
                   new_loop -> Loop())
+  test_sslproto   ImplStartTLSTests (BaseStartTLS, new_loop -> Loop())
   ==============  =========================================================
 
   The tests CPython defines directly on its stock-loop class of those
   modules (e.g. ``SelectorStartServerTests.test_start_unix_server_1``) are
   copied into the Impl class.  test_streams, test_protocols,
-  test_transports and the IsolatedAsyncioTestCase classes of test_server
+  test_transports, test_ssl, test_subprocess, the functional tests of
+  test_unix_events and the IsolatedAsyncioTestCase classes of test_server
   get their loop from ``asyncio.new_event_loop()`` / ``asyncio.Runner``,
   i.e. from the patched policy: nothing to plug.
 
@@ -85,16 +87,15 @@ Selection rules (what is NOT run, and is not listed in skips.txt)
 2. Network tests -- the networking milestone; ``--network`` selects them.
    Without --network, in ImplEventLoopTests every test whose name matches
    NETWORK_RE below (``connect|server|datagram|sock|ssl|unix|sendfile|
-   prompt_cancellation``) or PIPES_RE is left out, and the
+   prompt_cancellation``) is left out, and the
    ``TestServer``/``TestAbstractServer`` classes of test_events too, and
    the NETWORK_MODULES (test_sock_lowlevel, test_streams, test_server,
    test_buffered_proto, test_sendfile, test_protocols, test_transports,
-   test_ssl, test_sslproto) are not run.  What remains: run_until_complete*, call_soon*, call_later,
-   run_in_executor*, reader/writer callbacks, add/remove fds after closing,
-   signal handling, close*.
-   With --network, the network tests and modules are run; the tests
-   matching PIPES_RE (``pipe|pty|subprocess``: read/write pipes, ptys,
-   subprocesses -- a later milestone) stay out in both modes.
+   test_ssl, test_sslproto) are not run.  What remains:
+   run_until_complete*, call_soon*, call_later, run_in_executor*,
+   reader/writer callbacks, add/remove fds after closing, signal handling,
+   close*, pipes, ptys and subprocesses (test_subprocess, test_unix_events
+   too).  With --network, the network tests and modules are run too.
 3. Modules missing from a Python version (test_timeouts, test_taskgroups on
    3.10) are skipped with a note.
 
@@ -137,7 +138,7 @@ MODULES = [
     "test_futures", "test_futures2", "test_tasks", "test_locks",
     "test_queues", "test_timeouts", "test_taskgroups", "test_runners",
     "test_waitfor", "test_pep492", "test_context", "test_threads",
-    "test_events",
+    "test_events", "test_subprocess", "test_unix_events",
 ]
 # Run only with --network (see rule 2).
 NETWORK_MODULES = [
@@ -146,7 +147,8 @@ NETWORK_MODULES = [
     "test_transports", "test_ssl", "test_sslproto",
 ]
 # Heaviest first, so that -j 2 finishes early.
-ORDER = ["test_tasks", "test_events", "test_locks", "test_waitfor",
+ORDER = ["test_tasks", "test_subprocess", "test_events", "test_locks",
+         "test_waitfor", "test_unix_events",
          "test_futures", "test_queues", "test_taskgroups", "test_timeouts",
          "test_runners", "test_threads", "test_futures2", "test_pep492",
          "test_context", "test_streams", "test_sock_lowlevel",
@@ -154,10 +156,9 @@ ORDER = ["test_tasks", "test_events", "test_locks", "test_waitfor",
          "test_buffered_proto", "test_protocols", "test_transports"]
 
 # Rule 2; matched against the test method name of ImplEventLoopTests.
-# NETWORK_RE: run with --network only.  PIPES_RE: never (later milestone).
+# NETWORK_RE: run with --network only.
 NETWORK_RE = re.compile(
     r"connect|server|datagram|sock|ssl|unix|sendfile|prompt_cancellation")
-PIPES_RE = re.compile(r"pipe|pty|subprocess")
 
 # Rule 1: classes of stdlib-only variants, replaced by Impl* classes.
 EXCLUDED_CLASSES = {
@@ -406,11 +407,8 @@ def extra_classes(modname, mod, network=False):
                        (mixin, test_utils.TestCase),
                        {"create_event_loop": create_event_loop})
         added.append(c)
-        if network:
-            method_filter[c] = lambda name: not PIPES_RE.search(name)
-        else:
-            method_filter[c] = lambda name: not (NETWORK_RE.search(name) or
-                                                 PIPES_RE.search(name))
+        if not network:
+            method_filter[c] = lambda name: not NETWORK_RE.search(name)
 
     elif modname in ("test_sock_lowlevel", "test_sendfile"):
         def create_event_loop(self):
