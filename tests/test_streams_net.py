@@ -1138,6 +1138,15 @@ def test_accept_context_not_shared_between_connections(loop):
     assert seen == ["unset"] * 3
 
 
+def listening_socket(cls):
+    """A non-blocking TCP socket of class cls listening on 127.0.0.1."""
+    lsock = cls(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    lsock.setblocking(False)
+    return lsock
+
+
 def test_accept_out_of_fds_backs_off(loop, errors, monkeypatch):
     import errno
     monkeypatch.setattr(asyncio.constants, "ACCEPT_RETRY_DELAY", 0.05)
@@ -1151,10 +1160,7 @@ def test_accept_out_of_fds_backs_off(loop, errors, monkeypatch):
                 raise OSError(errno.EMFILE, "Too many open files")
             return super().accept()
 
-    lsock = Flaky(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen()
-    lsock.setblocking(False)
+    lsock = listening_socket(Flaky)
 
     async def main():
         server = await loop.create_server(Echo, sock=lsock)
@@ -1260,10 +1266,7 @@ def test_accept_overridden_accept_is_used(loop):
             calls.append(addr)
             return conn, addr
 
-    lsock = Counting(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen()
-    lsock.setblocking(False)
+    lsock = listening_socket(Counting)
 
     async def main():
         server = await loop.create_server(Echo, sock=lsock)
