@@ -282,41 +282,36 @@ module_exec(PyObject *mod)
         PyErr_Clear();  /* Python built without ssl */
     }
     st->kw_context = Py_BuildValue("(s)", "context");
-    st->str_call_soon = PyUnicode_InternFromString("call_soon");
-    st->str_data_received = PyUnicode_InternFromString("data_received");
-    st->str_get_buffer = PyUnicode_InternFromString("get_buffer");
-    st->str_buffer_updated = PyUnicode_InternFromString("buffer_updated");
-    st->str__accept = PyUnicode_InternFromString("_accept");
-    st->str_accept = PyUnicode_InternFromString("accept");
-    st->str_gettimeout = PyUnicode_InternFromString("gettimeout");
-    st->str_fileno = PyUnicode_InternFromString("fileno");
-    {
-        static const struct {
-            size_t offset;
-            const char *name;
-        } names[] = {
-            {offsetof(aioev_state, str_stream_reader_wr), "_stream_reader_wr"},
-            {offsetof(aioev_state, str__eof), "_eof"},
-            {offsetof(aioev_state, str__buffer), "_buffer"},
-            {offsetof(aioev_state, str__waiter), "_waiter"},
-            {offsetof(aioev_state, str__transport), "_transport"},
-            {offsetof(aioev_state, str__paused), "_paused"},
-            {offsetof(aioev_state, str__limit), "_limit"},
-        };
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-            PyObject **slot = (PyObject **)((char *)st + names[i].offset);
-            *slot = PyUnicode_InternFromString(names[i].name);
-            if (*slot == NULL) {
-                return -1;
-            }
-        }
-    }
-    if (st->kw_context == NULL || st->str_call_soon == NULL
-        || st->str_data_received == NULL || st->str_get_buffer == NULL
-        || st->str_buffer_updated == NULL || st->str__accept == NULL
-        || st->str_accept == NULL || st->str_gettimeout == NULL
-        || st->str_fileno == NULL) {
+    if (st->kw_context == NULL) {
         return -1;
+    }
+    /* method and attribute names used on hot paths, interned once */
+    static const struct {
+        size_t offset;
+        const char *name;
+    } names[] = {
+        {offsetof(aioev_state, str_call_soon), "call_soon"},
+        {offsetof(aioev_state, str_data_received), "data_received"},
+        {offsetof(aioev_state, str_get_buffer), "get_buffer"},
+        {offsetof(aioev_state, str_buffer_updated), "buffer_updated"},
+        {offsetof(aioev_state, str__accept), "_accept"},
+        {offsetof(aioev_state, str_accept), "accept"},
+        {offsetof(aioev_state, str_gettimeout), "gettimeout"},
+        {offsetof(aioev_state, str_fileno), "fileno"},
+        {offsetof(aioev_state, str_stream_reader_wr), "_stream_reader_wr"},
+        {offsetof(aioev_state, str__eof), "_eof"},
+        {offsetof(aioev_state, str__buffer), "_buffer"},
+        {offsetof(aioev_state, str__waiter), "_waiter"},
+        {offsetof(aioev_state, str__transport), "_transport"},
+        {offsetof(aioev_state, str__paused), "_paused"},
+        {offsetof(aioev_state, str__limit), "_limit"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        PyObject **slot = (PyObject **)((char *)st + names[i].offset);
+        *slot = PyUnicode_InternFromString(names[i].name);
+        if (*slot == NULL) {
+            return -1;
+        }
     }
     st->empty_tuple = PyTuple_New(0);
 #ifndef AIOEV_NO_FREELIST

@@ -639,7 +639,6 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
 {
     aioev_state *st = loop->state;
     SockOpObj first, *op = NULL;
-    FutureObj *fut = NULL;
     PyObject *res = NULL, *coro;
     int fd, rc;
 
@@ -715,8 +714,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     if (aioev_io_add_socket(loop, fd, op_is_writer(kind), op->handle) < 0) {
         goto error;
     }
-    fut = (FutureObj *)Py_NewRef(op->fut);
-    coro = coro_new(st, fut, op, kind);
+    coro = coro_new(st, (FutureObj *)Py_NewRef(op->fut), op, kind);
     if (coro == NULL) {
         goto error;
     }
