@@ -13,11 +13,13 @@ import warnings as _warnings
 import collections.abc as _abc
 
 from ._core import Future, Task, Handle, TimerHandle, SockCoro as _SockCoro
+from ._core import StreamCoro as _StreamCoro
 from ._loop import Loop
 
 # What loop.sock_*() return: awaitables that asyncio.iscoroutine() accepts,
 # so create_task(loop.sock_recv(...)) works as with asyncio's coroutines.
 _abc.Coroutine.register(_SockCoro)
+_abc.Coroutine.register(_StreamCoro)
 
 __version__ = "0.1.0.dev0"
 __all__ = ("Loop", "Future", "Task", "EventLoopPolicy", "new_event_loop",

@@ -1014,6 +1014,24 @@ aioev_iternext_from_send(PySendResult r, PyObject *res)
     return NULL;
 }
 
+void
+aioev_set_thrown(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *exc = args[0];
+    if (PyExceptionClass_Check(exc)) {
+        PyObject *val = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
+        PyErr_SetObject(exc, val);
+    }
+    else if (PyExceptionInstance_Check(exc)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must be classes or instances deriving "
+                        "from BaseException");
+    }
+}
+
 static PySendResult
 futureiter_am_send(FutureIterObj *it, PyObject *arg, PyObject **result)
 {

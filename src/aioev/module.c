@@ -42,6 +42,13 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     for (int i = 0; i < 3; i++) {
         Py_VISIT(st->stream_methods[i]);
     }
+    Py_VISIT(st->StreamWriter);
+    Py_VISIT(st->FastStreamReader);
+    Py_VISIT(st->FastStreamWriter);
+    Py_VISIT(st->StreamCoroType);
+    for (int i = 0; i < 7; i++) {
+        Py_VISIT(st->streamrw_orig[i]);
+    }
     Py_VISIT(st->empty_context);
     Py_VISIT(st->SSLSocket);
     Py_VISIT(st->CancelledError);
@@ -104,6 +111,24 @@ module_clear(PyObject *mod)
     for (int i = 0; i < 3; i++) {
         Py_CLEAR(st->stream_methods[i]);
     }
+    Py_CLEAR(st->StreamWriter);
+    Py_CLEAR(st->FastStreamReader);
+    Py_CLEAR(st->FastStreamWriter);
+    Py_CLEAR(st->StreamCoroType);
+    for (int i = 0; i < 7; i++) {
+        Py_CLEAR(st->streamrw_orig[i]);
+    }
+    Py_CLEAR(st->str__exception);
+    Py_CLEAR(st->str__loop);
+    Py_CLEAR(st->str__reader);
+    Py_CLEAR(st->str__protocol);
+    Py_CLEAR(st->str__connection_lost);
+    Py_CLEAR(st->str__stream_writer);
+    Py_CLEAR(st->str_create_future);
+    Py_CLEAR(st->str_resume_reading);
+    Py_CLEAR(st->str_exception);
+    Py_CLEAR(st->str_is_closing);
+    Py_CLEAR(st->str_write);
     Py_CLEAR(st->str_stream_reader_wr);
     Py_CLEAR(st->str__eof);
     Py_CLEAR(st->str__buffer);
@@ -243,6 +268,8 @@ module_exec(PyObject *mod)
          "StreamReaderProtocol"},
         {offsetof(aioev_state, StreamReader), "asyncio.streams",
          "StreamReader"},
+        {offsetof(aioev_state, StreamWriter), "asyncio.streams",
+         "StreamWriter"},
         {offsetof(aioev_state, future_repr), "aioev._helpers",
          "future_repr"},
         {offsetof(aioev_state, task_repr), "aioev._helpers", "task_repr"},
@@ -305,6 +332,17 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, str__transport), "_transport"},
         {offsetof(aioev_state, str__paused), "_paused"},
         {offsetof(aioev_state, str__limit), "_limit"},
+        {offsetof(aioev_state, str__exception), "_exception"},
+        {offsetof(aioev_state, str__loop), "_loop"},
+        {offsetof(aioev_state, str__reader), "_reader"},
+        {offsetof(aioev_state, str__protocol), "_protocol"},
+        {offsetof(aioev_state, str__connection_lost), "_connection_lost"},
+        {offsetof(aioev_state, str__stream_writer), "_stream_writer"},
+        {offsetof(aioev_state, str_create_future), "create_future"},
+        {offsetof(aioev_state, str_resume_reading), "resume_reading"},
+        {offsetof(aioev_state, str_exception), "exception"},
+        {offsetof(aioev_state, str_is_closing), "is_closing"},
+        {offsetof(aioev_state, str_write), "write"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         PyObject **slot = (PyObject **)((char *)st + names[i].offset);
@@ -334,6 +372,7 @@ module_exec(PyObject *mod)
         || aioev_task_init_types(mod, st) < 0
         || aioev_sock_init_types(mod, st) < 0
         || aioev_stream_init_types(mod, st) < 0
+        || aioev_streamrw_init(mod, st) < 0
         || aioev_loop_init_type(mod, st) < 0) {
         return -1;
     }

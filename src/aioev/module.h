@@ -194,6 +194,23 @@ typedef struct {
     PyObject *str__transport;
     PyObject *str__paused;
     PyObject *str__limit;
+    /* StreamReader.read / StreamWriter.write, drain in C (streamrw.c) */
+    PyObject *StreamWriter;
+    PyObject *FastStreamReader;
+    PyObject *FastStreamWriter;
+    PyTypeObject *StreamCoroType;
+    PyObject *streamrw_orig[7];    /* asyncio's methods they stand for */
+    PyObject *str__exception;
+    PyObject *str__loop;
+    PyObject *str__reader;
+    PyObject *str__protocol;
+    PyObject *str__connection_lost;
+    PyObject *str__stream_writer;
+    PyObject *str_create_future;
+    PyObject *str_resume_reading;
+    PyObject *str_exception;
+    PyObject *str_is_closing;
+    PyObject *str_write;
     PyObject *str_fileno;
     uint64_t task_name_counter;
 
@@ -382,6 +399,17 @@ int aioev_future_init_types(PyObject *mod, aioev_state *st);
 int aioev_task_init_types(PyObject *mod, aioev_state *st);
 int aioev_sock_init_types(PyObject *mod, aioev_state *st);
 int aioev_stream_init_types(PyObject *mod, aioev_state *st);
+int aioev_streamrw_init(PyObject *mod, aioev_state *st);
+
+/* The StreamTransport (stream.c), for streamrw.c: its is_closing() and
+ * write() without a method call. */
+int aioev_stream_is_closing(PyObject *transport);
+PyObject *aioev_stream_write(PyObject *transport, PyObject *data);
+/* Switch a connection's asyncio StreamReader / StreamWriter to our
+ * subclasses with read() / write() and drain() in C, when it is exactly
+ * asyncio's class with asyncio's methods (streamrw.c). Never fail. */
+void aioev_streamrw_adopt_reader(aioev_state *st, PyObject *reader);
+void aioev_streamrw_adopt_writer(aioev_state *st, PyObject *writer);
 
 /* Internal Future API used by Task (future.c). */
 int aioev_future_init(FutureObj *fut, PyObject *loop);
@@ -403,6 +431,8 @@ int aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg);
 PySendResult aioev_future_await_step(FutureObj *fut, PyObject **result);
 /* tp_iternext from an am_send outcome: StopIteration carries the value. */
 PyObject *aioev_iternext_from_send(PySendResult r, PyObject *res);
+/* coro.throw(typ[, val[, tb]])'s exception, raised (1 <= nargs <= 3). */
+void aioev_set_thrown(PyObject *const *args, Py_ssize_t nargs);
 /* cancel(msg=None)'s arguments, for Future.cancel and Task.cancel. */
 int aioev_parse_cancel_args(PyObject *const *args, size_t nargsf,
                             PyObject *kwnames, PyObject **msg);

@@ -454,19 +454,7 @@ coro_throw(SockCoroObj *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     coro_cancel(c);
-    PyObject *exc = args[0];
-    if (PyExceptionClass_Check(exc)) {
-        PyObject *val = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
-        PyErr_SetObject(exc, val);
-    }
-    else if (PyExceptionInstance_Check(exc)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError,
-                        "exceptions must be classes or instances deriving "
-                        "from BaseException");
-    }
+    aioev_set_thrown(args, nargs);
     return NULL;
 }
 

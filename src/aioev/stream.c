@@ -370,6 +370,62 @@ is_plain_stream_protocol(aioev_state *st, PyObject *protocol)
     return 1;
 }
 
+/* The protocol's reader (its _stream_reader_wr weak reference), a new
+ * reference; NULL with no exception if there is none or the dict does not
+ * look like asyncio's; NULL with an exception on error. */
+static PyObject *
+protocol_reader(aioev_state *st, PyObject *pdict)
+{
+    PyObject *reader;
+    PyObject *wr = PyDict_GetItemWithError(pdict, st->str_stream_reader_wr);
+    if (wr == NULL || !PyWeakref_CheckRef(wr)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyWeakref_GetRef(wr, &reader) < 0) {
+        return NULL;
+    }
+#else
+    reader = Py_XNewRef(PyWeakref_GetObject(wr));
+    if (reader == Py_None) {
+        Py_CLEAR(reader);
+    }
+#endif
+    return reader;
+}
+
+/* Hand the protocol's StreamReader (writer: 0) or StreamWriter (1) to
+ * streamrw.c, which gives it C read() / write() and drain(). */
+static void
+adopt_streams(StreamObj *t, int writer)
+{
+    aioev_state *st = t->loop->state;
+    PyObject *obj = NULL;
+    PyObject *pdict = PyObject_GenericGetDict(t->protocol, NULL);
+    if (pdict == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (writer) {
+        obj = Py_XNewRef(PyDict_GetItemWithError(pdict,
+                                                 st->str__stream_writer));
+    }
+    else {
+        obj = protocol_reader(st, pdict);
+    }
+    if (obj != NULL) {
+        if (writer) {
+            aioev_streamrw_adopt_writer(st, obj);
+        }
+        else {
+            aioev_streamrw_adopt_reader(st, obj);
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(obj);
+    Py_DECREF(pdict);
+}
+
 /* asyncio's StreamReaderProtocol.data_received(data) -- that is
  * reader.feed_data(data) -- done here for the exact asyncio classes (with
  * their own methods), the data copied once from our read buffer into the
@@ -394,25 +450,14 @@ feed_stream_reader(StreamObj *t, const char *data, Py_ssize_t n)
     if (wr == NULL || (wr != Py_None && !PyWeakref_CheckRef(wr))) {
         goto done;  /* rc 0, or -1 below if an error was raised */
     }
-    if (wr == Py_None) {
-        rc = 1;  /* no reader: data_received drops the data */
-        goto done;
-    }
-#if PY_VERSION_HEX >= 0x030D0000
-    if (PyWeakref_GetRef(wr, &reader) < 0) {
-        goto done;
-    }
-#else
-    reader = Py_XNewRef(PyWeakref_GetObject(wr));
-    if (reader == Py_None) {
-        Py_CLEAR(reader);
-    }
-#endif
+    reader = wr == Py_None ? NULL : protocol_reader(st, pdict);
     if (reader == NULL) {
+        /* no reader (any more): data_received drops the data */
         rc = PyErr_Occurred() ? -1 : 1;
         goto done;
     }
-    if (!Py_IS_TYPE(reader, (PyTypeObject *)st->StreamReader)) {
+    if (!Py_IS_TYPE(reader, (PyTypeObject *)st->StreamReader)
+        && !Py_IS_TYPE(reader, (PyTypeObject *)st->FastStreamReader)) {
         goto done;
     }
     rdict = PyObject_GenericGetDict(reader, NULL);
@@ -869,6 +914,18 @@ stream_is_closing(StreamObj *t, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(t->closing);
 }
 
+int
+aioev_stream_is_closing(PyObject *transport)
+{
+    return ((StreamObj *)transport)->closing;
+}
+
+PyObject *
+aioev_stream_write(PyObject *transport, PyObject *data)
+{
+    return stream_write((StreamObj *)transport, data);
+}
+
 /* ------------------------------------------------------------------------
  * Reading control, flow control, protocol
  * ------------------------------------------------------------------------ */
@@ -908,7 +965,11 @@ stream_resume_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 stream_start_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
 {
-    /* Scheduled by __init__ after connection_made, like asyncio's. */
+    /* Scheduled by __init__ after connection_made, like asyncio's: a
+     * server's StreamWriter exists now, and its task has not run yet. */
+    if (t->stream_fast) {
+        adopt_streams(t, 1);
+    }
     if (t->closing || t->paused || t->sock == NULL) {
         Py_RETURN_NONE;
     }
@@ -996,6 +1057,9 @@ stream_set_protocol(StreamObj *t, PyObject *protocol)
     t->buffered = b;
     t->stream_fast = is_plain_stream_protocol(t->loop->state, protocol);
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
+    if (t->stream_fast) {
+        adopt_streams(t, 0);
+    }
     t->protocol_connected = 1;
     Py_RETURN_NONE;
 }
