@@ -700,8 +700,13 @@ stream_write(StreamObj *t, PyObject *data)
     Py_buffer view;
     if (!PyBytes_Check(data) && !PyByteArray_Check(data)
         && !PyMemoryView_Check(data)) {
-        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like "
-                     "object, not '%.100s'", Py_TYPE(data)->tp_name);
+        /* type(data).__name__, as asyncio says it */
+        PyObject *name = PyType_GetName(Py_TYPE(data));
+        if (name != NULL) {
+            PyErr_Format(PyExc_TypeError, "data argument must be a "
+                         "bytes-like object, not '%U'", name);
+            Py_DECREF(name);
+        }
         return NULL;
     }
     if (t->eof) {

@@ -192,6 +192,8 @@ error:
 
 static PySendResult coro_delegate(StreamCoroObj *c, PyObject *arg,
                                   PyObject **result);
+static PySendResult read_resumed(aioev_state *st, StreamCoroObj *c,
+                                 PySendResult r, PyObject **result);
 
 /* The body of read() up to its first suspension: the checks, then either
  * the data at once or _wait_for_data()'s set-up and the first yield. */
@@ -280,13 +282,12 @@ read_start(aioev_state *st, StreamCoroObj *c, PyObject **result)
         if (am_await == NULL) {
             PyErr_Format(PyExc_TypeError, "object %.100s can't be used in "
                          "'await' expression", Py_TYPE(fut)->tp_name);
-            goto done;
         }
-        c->inner = am_await(fut);
-        if (c->inner == NULL) {
-            goto done;
+        else {
+            c->inner = am_await(fut);
         }
-        r = coro_delegate(c, Py_None, result);
+        r = c->inner ? coro_delegate(c, Py_None, result)
+                     : read_resumed(st, c, PYGEN_ERROR, result);
     }
 
 done:
@@ -415,8 +416,7 @@ drain_start(aioev_state *st, StreamCoroObj *c, PyObject **result)
         }
         fast = !paused;
     }
-    c->state = CORO_WAITING;
-    if (fast) {
+    if (fast) {  /* state stays CORO_DONE */
         *result = Py_NewRef(Py_None);
         r = PYGEN_RETURN;
         goto done;
@@ -612,12 +612,24 @@ coro_dealloc(StreamCoroObj *c)
 {
     PyTypeObject *tp = Py_TYPE(c);
     PyObject_GC_UnTrack(c);
-    if (c->state == CORO_WAITING || c->inner != NULL) {
+    if (c->state == CORO_START && c->obj != NULL) {
+        /* as a coroutine that never ran says when it goes */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "coroutine '%s' was never awaited",
+                             c->kind == KIND_READ ? "StreamReader.read"
+                                                  : "StreamWriter.drain")
+            < 0) {
+            PyErr_WriteUnraisable(NULL);  /* not c: it is going */
+        }
+        PyErr_SetRaisedException(exc);
+    }
+    else if (c->state == CORO_WAITING || c->inner != NULL) {
         /* dropped while suspended: what closing a coroutine does */
         PyObject *exc = PyErr_GetRaisedException();
         PyObject *r = coro_close(c, NULL);
         if (r == NULL) {
-            PyErr_WriteUnraisable((PyObject *)c);
+            PyErr_WriteUnraisable(NULL);  /* not c: it is going */
         }
         Py_XDECREF(r);
         PyErr_SetRaisedException(exc);
@@ -884,7 +896,9 @@ aioev_streamrw_init(PyObject *mod, aioev_state *st)
                                                     st->StreamReader);
     st->FastStreamWriter = PyType_FromModuleAndSpec(mod, &writer_spec,
                                                     st->StreamWriter);
-    if (st->FastStreamReader == NULL || st->FastStreamWriter == NULL) {
+    if (st->FastStreamReader == NULL || st->FastStreamWriter == NULL
+        || PyModule_AddType(mod, (PyTypeObject *)st->FastStreamReader) < 0
+        || PyModule_AddType(mod, (PyTypeObject *)st->FastStreamWriter) < 0) {
         return -1;
     }
     return 0;

@@ -191,6 +191,19 @@ async def _net_part(loop, i):
     w.write(msg)
     await w.drain()
     assert await r.readexactly(len(msg)) == msg
+    # the C read(): waiting, timed out, closed while waiting, at once
+    w.write(msg)
+    assert await r.read(len(msg)) == msg
+    try:
+        await asyncio.wait_for(r.read(16), 0.0001)
+    except asyncio.TimeoutError:
+        pass
+    coro = r.read(16)
+    coro.send(None)
+    coro.close()
+    w.write(msg + msg)
+    assert await r.readexactly(len(msg)) == msg
+    assert await r.read(len(msg)) == msg   # most likely buffered by now
     w.close()
     await w.wait_closed()
 
