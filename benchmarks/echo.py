@@ -155,13 +155,6 @@ def pin_cpus(args):
     return cpus[0], cpus[1]
 
 
-def spinning(args):
-    """The load generator polls without sleeping only on a CPU of its own:
-    unpinned, it would take CPU time from the server."""
-    scpu, ccpu = pin_cpus(args)
-    return not args.no_spin and ccpu is not None and ccpu != scpu
-
-
 def _pinned(cmd, cpu):
     if cpu is None:
         return cmd
@@ -223,8 +216,6 @@ def run_cell(loop, style, size, args):
                 "--warmup", str(args.warmup), "--duration",
                 str(args.duration), "--pid", str(proc.pid),
                 "--stall", str(args.stall)]
-        if spinning(args):
-            ccmd.append("--spin")
         ccmd += (["--unix", upath] if upath
                  else ["--port", str(info["port"])])
         try:
@@ -266,9 +257,6 @@ def run_cell(loop, style, size, args):
             else None
         out["client_us_per_rt"] = 1e6 * res["client_cpu_s"] / rts if rts \
             else None
-        if "idle_polls" in res:
-            out["client_idle_polls_per_rt"] = (res["idle_polls"] / rts
-                                               if rts else None)
         if not rts:
             out["error"] = "no round trip in the measured window"
         return out
@@ -294,8 +282,6 @@ def summarize_cell(results):
                 "rt_per_sec": summarize([r["rt_per_sec"] for r in good]),
                 "client_cpu_us": summarize([r["client_us_per_rt"]
                                             for r in good]),
-                "client_idle_polls": summarize(
-                    [r.get("client_idle_polls_per_rt") for r in good]),
                 "runs": len(good),
                 "errors": [r["error"] for r in results if "error" in r]}
     for r in results:
@@ -630,16 +616,7 @@ def report(rows, loops, sizes, styles, meta, outdir, quick, no_chart,
            for c in list(r["loops"].values()) + [r["c"]]]
     srv = [med(c) for r in rows for c in list(r["loops"].values()) + [r["c"]]]
     pairs = [(a, b) for a, b in zip(cli, srv) if a and b]
-    idle = [med(c, "client_idle_polls") for r in rows
-            for c in list(r["loops"].values()) + [r["c"]]]
-    idle = [x for x in idle if x is not None]
-    if meta.get("spin") and idle:
-        # a spinning load generator's CPU is all of its CPU: what shows it
-        # kept up is that it polled and found nothing to do
-        print("load generator (spinning) idle polls per round trip: "
-              "median %.2f, min %.2f (above 0: it waited for the server)"
-              % (statistics.median(idle), min(idle)))
-    elif pairs:
+    if pairs:
         worst = max(a / b for a, b in pairs)
         print("load generator CPU per round trip / server's: median %.2f, "
               "max %.2f" % (statistics.median([a / b for a, b in pairs]),
@@ -717,10 +694,6 @@ def main(argv=None):
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin the server and the load generator to "
                          "one CPU each")
-    ap.add_argument("--no-spin", action="store_true",
-                    help="let the load generator sleep in epoll_wait "
-                         "(by default, when pinned, it polls without "
-                         "sleeping so that the server stays saturated)")
     ap.add_argument("--stall", type=float, default=5.0,
                     help="seconds without a round trip before a cell is "
                          "an error (default 5)")
@@ -832,7 +805,6 @@ def _drive(args, sizes, styles, loops, c_error):
         "loops": infos, "elapsed_s": round(elapsed, 1), "git": git_rev(),
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "pinned": dict(zip(("server_cpu", "client_cpu"), pin_cpus(args))),
-        "spin": spinning(args),
         "metric": "server utime+stime per round trip (/proc/PID/stat) and "
                   "round trips per second; medians over rounds",
         "targets": {"vs_uvloop": TARGET_VS_UVLOOP,

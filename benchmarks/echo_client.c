@@ -20,19 +20,12 @@
  * (getrusage) over the same window is reported too, to show that the load
  * generator costs less than the server it drives.
  *
- * With --spin it polls without sleeping (epoll_wait with a zero timeout),
- * for a CPU of its own: it is never woken up, so it answers the server at
- * once and the server stays saturated (it never sleeps either, and so pays
- * no wake-ups). Its CPU time is then all of its CPU; "idle_polls", the
- * polls in the measured window that found nothing to do, shows instead
- * that it waited for the server rather than the other way round.
- *
  * Linux only (epoll).  Build:  cc -O2 -o echo_client echo_client.c
  *
  * Usage:
  *   echo_client [--host 127.0.0.1] --port P | --unix PATH
  *               [--conns 32] [--size 1024] [--warmup 1] [--duration 2]
- *               [--pid SERVER_PID] [--stall 5] [--spin]
+ *               [--pid SERVER_PID] [--stall 5]
  *
  * Errors (connection refused, reset, closed, stalled for --stall seconds
  * with no round trip completed, total run time exceeded) print
@@ -170,7 +163,7 @@ static void usage(void)
             "usage: echo_client [--host H] --port P | --unix PATH\n"
             "                   [--conns N] [--size BYTES] [--warmup S]\n"
             "                   [--duration S] [--pid SERVER_PID] "
-            "[--stall S] [--spin]\n");
+            "[--stall S]\n");
     exit(2);
 }
 
@@ -180,14 +173,10 @@ int main(int argc, char **argv)
     int port = 0, nconns = 32, pid = 0;
     size_t size = 1024;
     double warmup = 1.0, duration = 2.0, stall = 5.0;
-    int sockbuf = 0, spin = 0;
+    int sockbuf = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--spin")) {
-            spin = 1;
-            continue;
-        }
         if (i + 1 >= argc)
             usage();
         const char *v = argv[++i];
@@ -268,21 +257,18 @@ int main(int argc, char **argv)
     unsigned long long rts = 0, rts_at_start = 0, rts_total_warm = 0;
     double t0 = 0, t1 = 0, cpu0 = 0, cpu1 = 0;
     long long srv0 = -1, srv1 = -1;
-    unsigned long long idle_polls = 0;
 
     for (int i = 0; i < nconns; i++)
         pump_out(ep, &conns[i], size);
 
     struct epoll_event events[256];
     for (;;) {
-        int n = epoll_wait(ep, events, 256, spin ? 0 : 50);
+        int n = epoll_wait(ep, events, 256, 50);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             fail("epoll_wait: %s", strerror(errno));
         }
-        if (n == 0 && measuring)
-            idle_polls++;
         for (int k = 0; k < n; k++) {
             struct conn *c = events[k].data.ptr;
             uint32_t e = events[k].events;
@@ -347,8 +333,6 @@ int main(int argc, char **argv)
            "\"client_cpu_s\": %.6f, \"conns\": %d, \"size\": %zu",
            r, rts_at_start, secs, secs > 0 ? r / secs : 0.0,
            cpu1 - cpu0, nconns, size);
-    if (spin)
-        printf(", \"spin\": true, \"idle_polls\": %llu", idle_polls);
     if (srv0 >= 0 && srv1 >= 0)
         printf(", \"server_ticks\": %lld, \"clk_tck\": %ld, "
                "\"server_cpu_s\": %.6f", srv1 - srv0, hz,
