@@ -517,12 +517,10 @@ feed_stream_reader(StreamObj *t, const char *data, Py_ssize_t n)
         goto done;
     }
 
-    /* Pause reading once the reader holds more than twice its limit. */
-    transport = PyDict_GetItemWithError(rdict, st->str__transport);
-    paused = PyDict_GetItemWithError(rdict, st->str__paused);
+    /* Pause reading once the reader holds more than twice its limit
+     * (the limit first: most reads stay under it). */
     limit = PyDict_GetItemWithError(rdict, st->str__limit);
-    if (transport == NULL || paused == NULL || limit == NULL
-        || transport == Py_None || PyObject_IsTrue(paused) != 0) {
+    if (limit == NULL) {
         rc = PyErr_Occurred() ? -1 : 1;
         goto done;
     }
@@ -532,6 +530,13 @@ feed_stream_reader(StreamObj *t, const char *data, Py_ssize_t n)
         goto done;
     }
     if (PyByteArray_GET_SIZE(buf) <= 2 * lim) {
+        goto done;
+    }
+    transport = PyDict_GetItemWithError(rdict, st->str__transport);
+    paused = PyDict_GetItemWithError(rdict, st->str__paused);
+    if (transport == NULL || paused == NULL || transport == Py_None
+        || PyObject_IsTrue(paused) != 0) {
+        rc = PyErr_Occurred() ? -1 : 1;
         goto done;
     }
     Py_INCREF(transport);

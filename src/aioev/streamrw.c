@@ -299,15 +299,14 @@ done:
 }
 
 /* The waiter is done with (resumed, thrown into, closed): `finally:
- * self._waiter = None`, keeping any exception being raised. */
+ * self._waiter = None` in the reader's dict rdict, keeping any exception
+ * being raised. */
 static int
-read_end_wait(aioev_state *st, StreamCoroObj *c)
+read_end_wait(aioev_state *st, StreamCoroObj *c, PyObject *rdict)
 {
     Py_CLEAR(c->fut);
     PyObject *exc = PyErr_GetRaisedException();
-    PyObject *rdict = instance_dict(c->obj);
-    int rc = rdict ? set(rdict, st->str__waiter, Py_None) : -1;
-    Py_XDECREF(rdict);
+    int rc = set(rdict, st->str__waiter, Py_None);
     if (exc != NULL) {
         if (rc < 0) {
             PyErr_WriteUnraisable(c->obj);
@@ -326,13 +325,23 @@ read_resumed(aioev_state *st, StreamCoroObj *c, PySendResult r,
     if (r == PYGEN_RETURN) {
         Py_CLEAR(*result);
     }
-    if (read_end_wait(st, c) < 0 || r == PYGEN_ERROR) {
-        Py_CLEAR(*result);
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *rdict = instance_dict(c->obj);
+    if (rdict == NULL) {
+        Py_CLEAR(c->fut);
+        if (exc != NULL) {
+            PyErr_WriteUnraisable(c->obj);
+            PyErr_SetRaisedException(exc);
+        }
         return PYGEN_ERROR;
     }
-    PyObject *rdict = instance_dict(c->obj);
-    *result = rdict ? read_take(st, rdict, c->obj, c->n) : NULL;
-    Py_XDECREF(rdict);
+    PyErr_SetRaisedException(exc);
+    if (read_end_wait(st, c, rdict) < 0 || r == PYGEN_ERROR) {
+        Py_XDECREF(rdict);
+        return PYGEN_ERROR;
+    }
+    *result = read_take(st, rdict, c->obj, c->n);
+    Py_DECREF(rdict);
     return *result ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
@@ -521,9 +530,13 @@ coro_abandon(StreamCoroObj *c)
 {
     if (c->state == CORO_WAITING && c->kind == KIND_READ
         && c->obj != NULL) {
-        if (read_end_wait(AIOEV_STATE(c), c) < 0) {
+        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *rdict = instance_dict(c->obj);
+        if (rdict == NULL || read_end_wait(AIOEV_STATE(c), c, rdict) < 0) {
             PyErr_WriteUnraisable(c->obj);
         }
+        Py_XDECREF(rdict);
+        PyErr_SetRaisedException(exc);
     }
     c->state = CORO_DONE;
 }
