@@ -21,7 +21,7 @@ import warnings
 
 import pytest
 
-from test_streams_net import TIMEOUT, _close_pair, run
+from test_streams_net import TIMEOUT, _close_pair, run, stream_echo_handler
 
 DEFAULT_LIMIT = 2 ** 16
 
@@ -56,26 +56,31 @@ class Pair:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-async def open_pair(kind="tcp", limit=DEFAULT_LIMIT):
-    """A connection made by start_server + open_connection (or the Unix
-    forms), both ends built with ``limit``."""
-    got = asyncio.get_running_loop().create_future()
-
-    def on_client(reader, writer):
-        got.set_result((reader, writer))
+async def serve_and_connect(kind, on_client, limit):
+    """start_server + open_connection (or the Unix forms), both ends built
+    with ``limit``: (server, reader, writer, tmpdir or None)."""
     tmpdir = None
     if kind == "tcp":
         server = await asyncio.start_server(on_client, "127.0.0.1", 0,
                                             limit=limit)
         port = server.sockets[0].getsockname()[1]
-        cr, cw = await asyncio.open_connection("127.0.0.1", port,
-                                               limit=limit)
+        r, w = await asyncio.open_connection("127.0.0.1", port, limit=limit)
     else:
         tmpdir = tempfile.mkdtemp(prefix="aioev-rw-")
         path = os.path.join(tmpdir, "s")
         server = await asyncio.start_unix_server(on_client, path,
                                                  limit=limit)
-        cr, cw = await asyncio.open_unix_connection(path, limit=limit)
+        r, w = await asyncio.open_unix_connection(path, limit=limit)
+    return server, r, w, tmpdir
+
+
+async def open_pair(kind="tcp", limit=DEFAULT_LIMIT):
+    """A connection and both its ends, see serve_and_connect()."""
+    got = asyncio.get_running_loop().create_future()
+
+    def on_client(reader, writer):
+        got.set_result((reader, writer))
+    server, cr, cw, tmpdir = await serve_and_connect(kind, on_client, limit)
     sr, sw = await got
     return Pair(server, sr, sw, cr, cw, tmpdir)
 
@@ -1152,18 +1157,6 @@ def test_reader_subclass_keeps_its_read(loop, kind):
 # Round trips
 
 
-async def echo_handler(reader, writer):
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
 @pytest.mark.parametrize("limit", [DEFAULT_LIMIT, 1000])
 def test_echo_round_trips(loop, kind, limit):
     """2,000 round trips of random sizes (1 to 200,000 bytes, log-uniform,
@@ -1177,19 +1170,8 @@ def test_echo_round_trips(loop, kind, limit):
         sizes.append(min(200_000, int(2 ** rng.uniform(0, 17.61))))
 
     async def main():
-        tmpdir = None
-        if kind == "tcp":
-            server = await asyncio.start_server(echo_handler, "127.0.0.1", 0,
-                                                limit=limit)
-            port = server.sockets[0].getsockname()[1]
-            r, w = await asyncio.open_connection("127.0.0.1", port,
-                                                 limit=limit)
-        else:
-            tmpdir = tempfile.mkdtemp(prefix="aioev-rw-")
-            path = os.path.join(tmpdir, "s")
-            server = await asyncio.start_unix_server(echo_handler, path,
-                                                     limit=limit)
-            r, w = await asyncio.open_unix_connection(path, limit=limit)
+        server, r, w, tmpdir = await serve_and_connect(
+            kind, stream_echo_handler, limit)
         for size in sizes:
             start = rng.randrange(len(pool) - size + 1)
             chunk = pool[start:start + size]
