@@ -19,15 +19,16 @@ Notes on asyncio's behaviour that the tests rely on (3.11 - 3.13):
 """
 
 import asyncio
-import selectors
 import gc
 import io
 import os
+import selectors
 import shutil
 import socket
 import ssl
 import struct
 import tempfile
+import warnings
 
 import pytest
 
@@ -226,6 +227,32 @@ def test_recv_waits_for_data(loop, stream_pair):
     assert run(loop, main()) == b"later"
     # Nothing is left registered on a's fd.
     assert not registered_for_reading(loop, a.fileno())
+
+
+@pytest.mark.parametrize("method", ["sock_recv", "sock_sendall"])
+def test_sock_coroutine_dropped_warns_never_awaited(loop, stream_pair,
+                                                    method):
+    """A sock_* call never awaited says so when dropped, as asyncio's
+    coroutines do (exactly one RuntimeWarning); one that was awaited, or
+    closed, says nothing."""
+    a, b = stream_pair
+    arg = 100 if method == "sock_recv" else b"x"
+
+    async def main():
+        coro = getattr(loop, method)(a, arg)
+        with pytest.warns(RuntimeWarning, match="was never awaited") as rec:
+            del coro
+            gc.collect()
+        assert len(rec) == 1
+        coro = getattr(loop, method)(a, arg)
+        coro.close()
+        del coro
+        b.send(b"y")
+        await getattr(loop, method)(a, arg)
+        gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(loop, main())
 
 
 def test_recv_respects_nbytes(loop, stream_pair):

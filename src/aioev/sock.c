@@ -329,6 +329,7 @@ typedef struct {
     PyObject *result;      /* the result of an operation done at once */
     SockOpObj *op;         /* the waiting operation, while fut is set */
     const char *name;      /* "sock_recv" ..., for reprs */
+    int started;           /* sent to, thrown into or closed */
 } SockCoroObj;
 
 static const char *const op_names[] = {
@@ -348,6 +349,7 @@ coro_new(aioev_state *st, FutureObj *fut, SockOpObj *op, int kind)
     c->op = (SockOpObj *)Py_XNewRef(op);
     c->result = NULL;
     c->name = op_names[kind];
+    c->started = 0;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }
@@ -366,6 +368,7 @@ coro_new_result(aioev_state *st, PyObject *result, int kind)
     c->op = NULL;
     c->result = result;
     c->name = op_names[kind];
+    c->started = 0;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }
@@ -413,6 +416,7 @@ static PySendResult
 coro_am_send(SockCoroObj *c, PyObject *arg, PyObject **result)
 {
     FutureObj *fut = c->fut;
+    c->started = 1;
     if (fut == NULL) {
         *result = c->result;
         c->result = NULL;
@@ -453,6 +457,7 @@ coro_throw(SockCoroObj *c, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
         return NULL;
     }
+    c->started = 1;
     coro_cancel(c);
     aioev_set_thrown(args, nargs);
     return NULL;
@@ -461,6 +466,7 @@ coro_throw(SockCoroObj *c, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 coro_close(SockCoroObj *c, PyObject *Py_UNUSED(ignored))
 {
+    c->started = 1;
     coro_cancel(c);
     Py_RETURN_NONE;
 }
@@ -495,6 +501,18 @@ coro_dealloc(SockCoroObj *c)
 {
     PyTypeObject *tp = Py_TYPE(c);
     PyObject_GC_UnTrack(c);
+    if (!c->started) {
+        /* what asyncio's sock_* coroutines say when they go unawaited
+         * (here the operation may have been done already: all the more
+         * reason to say it) */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "coroutine 'Loop.%s' was never awaited",
+                             c->name) < 0) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        PyErr_SetRaisedException(exc);
+    }
     coro_cancel(c);
     PyObject_GC_Del(c);
     Py_DECREF(tp);
