@@ -367,21 +367,16 @@ drain_start(aioev_state *st, StreamCoroObj *c, PyObject **result)
     if (reader == NULL) {
         goto done;
     }
-    if (Py_IS_TYPE(reader, (PyTypeObject *)st->FastStreamReader)) {
-        /* our read() stands for asyncio's: exception() is asyncio's too */
-        PyObject *rdict = instance_dict(reader);
-        exc = rdict ? get(rdict, reader, st->str__exception) : NULL;
-        Py_XDECREF(rdict);
-        if (exc == NULL) {
-            goto done;
+    if (reader != Py_None) {
+        if (Py_IS_TYPE(reader, (PyTypeObject *)st->FastStreamReader)) {
+            /* switched only with asyncio's exception(): its attribute */
+            PyObject *rdict = instance_dict(reader);
+            exc = rdict ? get(rdict, reader, st->str__exception) : NULL;
+            Py_XDECREF(rdict);
         }
-        if (exc != Py_None) {
-            raise_object(exc);
-            goto done;
+        else {
+            exc = PyObject_CallMethodNoArgs(reader, st->str_exception);
         }
-    }
-    else if (reader != Py_None) {
-        exc = PyObject_CallMethodNoArgs(reader, st->str_exception);
         if (exc == NULL) {
             goto done;
         }
