@@ -123,7 +123,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str__reader);
     Py_CLEAR(st->str__protocol);
     Py_CLEAR(st->str__connection_lost);
-    Py_CLEAR(st->str__stream_writer);
+    Py_CLEAR(st->str__client_connected_cb);
     Py_CLEAR(st->str_create_future);
     Py_CLEAR(st->str_resume_reading);
     Py_CLEAR(st->str_exception);
@@ -337,7 +337,8 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, str__reader), "_reader"},
         {offsetof(aioev_state, str__protocol), "_protocol"},
         {offsetof(aioev_state, str__connection_lost), "_connection_lost"},
-        {offsetof(aioev_state, str__stream_writer), "_stream_writer"},
+        {offsetof(aioev_state, str__client_connected_cb),
+         "_client_connected_cb"},
         {offsetof(aioev_state, str_create_future), "create_future"},
         {offsetof(aioev_state, str_resume_reading), "resume_reading"},
         {offsetof(aioev_state, str_exception), "exception"},

@@ -205,7 +205,7 @@ typedef struct {
     PyObject *str__reader;
     PyObject *str__protocol;
     PyObject *str__connection_lost;
-    PyObject *str__stream_writer;
+    PyObject *str__client_connected_cb;
     PyObject *str_create_future;
     PyObject *str_resume_reading;
     PyObject *str_exception;
@@ -410,6 +410,9 @@ PyObject *aioev_stream_write(PyObject *transport, PyObject *data);
  * asyncio's class with asyncio's methods (streamrw.c). Never fail. */
 void aioev_streamrw_adopt_reader(aioev_state *st, PyObject *reader);
 void aioev_streamrw_adopt_writer(aioev_state *st, PyObject *writer);
+/* A server's StreamReaderProtocol: its client_connected_cb is wrapped so
+ * that the StreamWriter it is given is switched first. Never fails. */
+void aioev_streamrw_wrap_connected_cb(aioev_state *st, PyObject *protocol);
 
 /* Internal Future API used by Task (future.c). */
 int aioev_future_init(FutureObj *fut, PyObject *loop);

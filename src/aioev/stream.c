@@ -394,36 +394,26 @@ protocol_reader(aioev_state *st, PyObject *pdict)
     return reader;
 }
 
-/* Hand the protocol's StreamReader (writer: 0) or StreamWriter (1) to
- * streamrw.c, which gives it C read() / write() and drain(). */
+/* Hand the protocol's StreamReader, and its server callback (which gets
+ * the StreamWriter), to streamrw.c: C read() / write() and drain(). */
 static void
-adopt_streams(StreamObj *t, int writer)
+adopt_streams(StreamObj *t)
 {
     aioev_state *st = t->loop->state;
-    PyObject *obj = NULL;
+    PyObject *reader = NULL;
     PyObject *pdict = PyObject_GenericGetDict(t->protocol, NULL);
     if (pdict == NULL) {
         PyErr_Clear();
         return;
     }
-    if (writer) {
-        obj = Py_XNewRef(PyDict_GetItemWithError(pdict,
-                                                 st->str__stream_writer));
-    }
-    else {
-        obj = protocol_reader(st, pdict);
-    }
-    if (obj != NULL) {
-        if (writer) {
-            aioev_streamrw_adopt_writer(st, obj);
-        }
-        else {
-            aioev_streamrw_adopt_reader(st, obj);
-        }
+    reader = protocol_reader(st, pdict);
+    if (reader != NULL) {
+        aioev_streamrw_adopt_reader(st, reader);
     }
     PyErr_Clear();
-    Py_XDECREF(obj);
+    Py_XDECREF(reader);
     Py_DECREF(pdict);
+    aioev_streamrw_wrap_connected_cb(st, t->protocol);
 }
 
 /* asyncio's StreamReaderProtocol.data_received(data) -- that is
@@ -975,11 +965,7 @@ stream_resume_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 stream_start_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
 {
-    /* Scheduled by __init__ after connection_made, like asyncio's: a
-     * server's StreamWriter exists now, and its task has not run yet. */
-    if (t->stream_fast) {
-        adopt_streams(t, 1);
-    }
+    /* Scheduled by __init__ after connection_made, like asyncio's. */
     if (t->closing || t->paused || t->sock == NULL) {
         Py_RETURN_NONE;
     }
@@ -1068,7 +1054,7 @@ stream_set_protocol(StreamObj *t, PyObject *protocol)
     t->stream_fast = is_plain_stream_protocol(t->loop->state, protocol);
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
     if (t->stream_fast) {
-        adopt_streams(t, 0);
+        adopt_streams(t);
     }
     t->protocol_connected = 1;
     Py_RETURN_NONE;

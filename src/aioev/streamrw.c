@@ -866,6 +866,54 @@ aioev_streamrw_adopt_writer(aioev_state *st, PyObject *writer)
                          ORIG_DRAIN_HELPER));
 }
 
+/* What start_server's callback becomes on a protocol we serve: the
+ * protocol makes the StreamWriter in connection_made() and hands it
+ * straight to the callback (3.13 keeps no reference to it), so the switch
+ * happens here, before the callback sees it. self: (callback,
+ * FastStreamWriter). */
+static PyObject *
+connected_cb(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *cb = PyTuple_GET_ITEM(self, 0);
+    if (nargs == 2) {
+        PyTypeObject *fast = (PyTypeObject *)PyTuple_GET_ITEM(self, 1);
+        aioev_streamrw_adopt_writer(PyType_GetModuleState(fast), args[1]);
+    }
+    return PyObject_Vectorcall(cb, args, (size_t)nargs, NULL);
+}
+
+static PyMethodDef connected_cb_def = {
+    "client_connected_cb", (PyCFunction)(void (*)(void))connected_cb,
+    METH_FASTCALL,
+    PyDoc_STR("The server's callback, given a StreamWriter with C write() "
+              "and drain().")};
+
+void
+aioev_streamrw_wrap_connected_cb(aioev_state *st, PyObject *protocol)
+{
+    PyObject *pdict = NULL, *cb = NULL, *self = NULL, *wrapped = NULL;
+    pdict = PyObject_GenericGetDict(protocol, NULL);
+    cb = pdict ? PyDict_GetItemWithError(pdict, st->str__client_connected_cb)
+               : NULL;  /* borrowed */
+    if (cb == NULL || cb == Py_None || st->FastStreamWriter == NULL
+        || (PyCFunction_Check(cb)
+            && PyCFunction_GET_FUNCTION(cb)
+                   == (PyCFunction)(void (*)(void))connected_cb)) {
+        goto done;  /* client side, or wrapped already */
+    }
+    self = PyTuple_Pack(2, cb, st->FastStreamWriter);
+    wrapped = self ? PyCFunction_NewEx(&connected_cb_def, self, NULL) : NULL;
+    if (wrapped != NULL) {
+        PyDict_SetItem(pdict, st->str__client_connected_cb, wrapped);
+    }
+
+done:
+    PyErr_Clear();  /* never fails: asyncio's plain path stays */
+    Py_XDECREF(wrapped);
+    Py_XDECREF(self);
+    Py_XDECREF(pdict);
+}
+
 /* ------------------------------------------------------------------------
  * Set-up
  * ------------------------------------------------------------------------ */
