@@ -46,7 +46,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->FastStreamReader);
     Py_VISIT(st->FastStreamWriter);
     Py_VISIT(st->StreamCoroType);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < AIOEV_STREAMRW_ORIG; i++) {
         Py_VISIT(st->streamrw_orig[i]);
     }
     Py_VISIT(st->empty_context);
@@ -115,7 +115,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->FastStreamReader);
     Py_CLEAR(st->FastStreamWriter);
     Py_CLEAR(st->StreamCoroType);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < AIOEV_STREAMRW_ORIG; i++) {
         Py_CLEAR(st->streamrw_orig[i]);
     }
     Py_CLEAR(st->str__exception);

@@ -123,6 +123,9 @@ aioev_str_eq(PyObject *str, const char *ascii)
 
 #define AIOEV_FREELIST_MAX 256
 
+/* How many of asyncio's stream methods streamrw.c stands for. */
+#define AIOEV_STREAMRW_ORIG 7
+
 typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
@@ -199,7 +202,8 @@ typedef struct {
     PyObject *FastStreamReader;
     PyObject *FastStreamWriter;
     PyTypeObject *StreamCoroType;
-    PyObject *streamrw_orig[7];    /* asyncio's methods they stand for */
+    /* asyncio's methods they stand for */
+    PyObject *streamrw_orig[AIOEV_STREAMRW_ORIG];
     PyObject *str__exception;
     PyObject *str__loop;
     PyObject *str__reader;

@@ -29,6 +29,7 @@ enum {
     ORIG_DRAIN_HELPER,
     ORIG_COUNT
 };
+_Static_assert(ORIG_COUNT == AIOEV_STREAMRW_ORIG, "module.h's count");
 
 enum { KIND_READ, KIND_DRAIN };
 enum { CORO_START, CORO_WAITING, CORO_DONE };
