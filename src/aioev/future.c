@@ -1032,6 +1032,18 @@ aioev_set_thrown(PyObject *const *args, Py_ssize_t nargs)
     }
 }
 
+void
+aioev_warn_never_awaited(const char *prefix, const char *name)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "coroutine '%s%s' was never awaited", prefix, name)
+        < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    PyErr_SetRaisedException(exc);
+}
+
 static PySendResult
 futureiter_am_send(FutureIterObj *it, PyObject *arg, PyObject **result)
 {

@@ -440,6 +440,10 @@ PySendResult aioev_future_await_step(FutureObj *fut, PyObject **result);
 PyObject *aioev_iternext_from_send(PySendResult r, PyObject *res);
 /* coro.throw(typ[, val[, tb]])'s exception, raised (1 <= nargs <= 3). */
 void aioev_set_thrown(PyObject *const *args, Py_ssize_t nargs);
+/* For a coroutine-like object going away unawaited: the RuntimeWarning
+ * "coroutine '<prefix><name>' was never awaited", as a coroutine's
+ * finalizer gives; keeps any raised exception. */
+void aioev_warn_never_awaited(const char *prefix, const char *name);
 /* cancel(msg=None)'s arguments, for Future.cancel and Task.cancel. */
 int aioev_parse_cancel_args(PyObject *const *args, size_t nargsf,
                             PyObject *kwnames, PyObject **msg);

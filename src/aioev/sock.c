@@ -505,13 +505,7 @@ coro_dealloc(SockCoroObj *c)
         /* what asyncio's sock_* coroutines say when they go unawaited
          * (here the operation may have been done already: all the more
          * reason to say it) */
-        PyObject *exc = PyErr_GetRaisedException();
-        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                             "coroutine 'Loop.%s' was never awaited",
-                             c->name) < 0) {
-            PyErr_WriteUnraisable(NULL);
-        }
-        PyErr_SetRaisedException(exc);
+        aioev_warn_never_awaited("Loop.", c->name);
     }
     coro_cancel(c);
     PyObject_GC_Del(c);

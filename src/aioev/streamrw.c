@@ -111,6 +111,24 @@ raise_object(PyObject *exc)
  * StreamReader.read(n) for n >= 0
  * ------------------------------------------------------------------------ */
 
+/* reader._paused = False; reader._transport.resume_reading() -- the
+ * step _maybe_resume_transport() and _wait_for_data() share. */
+static int
+resume_transport(aioev_state *st, PyObject *rdict, PyObject *reader)
+{
+    if (set(rdict, st->str__paused, Py_False) < 0) {
+        return -1;
+    }
+    PyObject *transport = get(rdict, reader, st->str__transport);
+    if (transport == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(transport, st->str_resume_reading);
+    Py_DECREF(transport);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 /* reader._maybe_resume_transport() */
 static int
 maybe_resume_transport(aioev_state *st, PyObject *rdict, PyObject *reader,
@@ -133,17 +151,7 @@ maybe_resume_transport(aioev_state *st, PyObject *rdict, PyObject *reader,
     if (le <= 0) {
         return le;
     }
-    if (set(rdict, st->str__paused, Py_False) < 0) {
-        return -1;
-    }
-    PyObject *transport = get(rdict, reader, st->str__transport);
-    if (transport == NULL) {
-        return -1;
-    }
-    PyObject *r = PyObject_CallMethodNoArgs(transport, st->str_resume_reading);
-    Py_DECREF(transport);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
+    return resume_transport(st, rdict, reader);
 }
 
 /* The end of read(): take up to n bytes from the front of the buffer.
@@ -253,18 +261,8 @@ read_start(aioev_state *st, StreamCoroObj *c, PyObject **result)
     if (paused < 0) {
         goto done;
     }
-    if (paused) {
-        if (set(rdict, st->str__paused, Py_False) < 0) {
-            goto done;
-        }
-        v = get(rdict, reader, st->str__transport);
-        PyObject *res = v ? PyObject_CallMethodNoArgs(
-                                v, st->str_resume_reading) : NULL;
-        if (res == NULL) {
-            goto done;
-        }
-        Py_DECREF(res);
-        Py_CLEAR(v);
+    if (paused && resume_transport(st, rdict, reader) < 0) {
+        goto done;
     }
     v = get(rdict, reader, st->str__loop);
     fut = v ? PyObject_CallMethodNoArgs(v, st->str_create_future) : NULL;
@@ -623,15 +621,9 @@ coro_dealloc(StreamCoroObj *c)
     PyObject_GC_UnTrack(c);
     if (c->state == CORO_START && c->obj != NULL) {
         /* as a coroutine that never ran says when it goes */
-        PyObject *exc = PyErr_GetRaisedException();
-        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                             "coroutine '%s' was never awaited",
-                             c->kind == KIND_READ ? "StreamReader.read"
-                                                  : "StreamWriter.drain")
-            < 0) {
-            PyErr_WriteUnraisable(NULL);  /* not c: it is going */
-        }
-        PyErr_SetRaisedException(exc);
+        aioev_warn_never_awaited("", c->kind == KIND_READ
+                                         ? "StreamReader.read"
+                                         : "StreamWriter.drain");
     }
     else if (c->state == CORO_WAITING || c->inner != NULL) {
         /* dropped while suspended: what closing a coroutine does */
