@@ -143,16 +143,25 @@ def _stop(proc):
 
 
 def pin_cpus(args):
-    """(server cpu, client cpu) or (None, None): with two or more CPUs the
-    server and the load generator each get one to themselves, which makes
-    the CPU cost per round trip far more repeatable (unpinned, the 100 KiB
-    cells flip between two modes ~2.5x apart)."""
-    if args.no_pin or not hasattr(os, "sched_getaffinity"):
+    """(server cpu, client cpu), or (None, None) for no pinning.
+
+    "shared" (the default) puts the server and the load generator on the
+    same CPU.  They then take turns: the load generator fills all the
+    connections, the server answers the whole batch, and each process's
+    CPU time is its own work.  With one CPU each ("split"), both run flat
+    out in step and each one's CPU per round trip drifts to the slower
+    side's (whichever is the bottleneck pays less per message, the other
+    polls with small batches), and copies between two vCPUs flip between
+    a fast and a ~2.5x slower mode as the host moves them: the C server
+    itself measured 20 or 56 us per 100 KiB round trip from one run to
+    the next, every server 7.1 to 7.5 us at 1 KiB in the slow mode.
+    Shared, the same cells repeat within ~2%."""
+    if args.pin == "none" or not hasattr(os, "sched_getaffinity"):
         return None, None
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None, None
-    return cpus[0], cpus[1]
+    if args.pin == "split" and len(cpus) >= 2:
+        return cpus[0], cpus[1]
+    return cpus[0], cpus[0]
 
 
 def _pinned(cmd, cpu):
@@ -408,10 +417,13 @@ def rtps_table(rows, loops, with_spread=True):
 def meta_line(meta):
     vers = loop_versions(meta.get("loops") or {},
                          list(meta.get("loop_order", [])) + [C])
-    return ("%d connections, %s; %d interleaved round%s of %g s "
+    pin = {"shared": "; server and load generator on one CPU",
+           "split": "; server and load generator on a CPU each"}.get(
+               meta.get("pin", "split"), "")
+    return ("%d connections, %s%s; %d interleaved round%s of %g s "
             "measured after %g s warm-up; Python %s; %s (%s cores); %s"
             % (meta["conns"], "Unix socket" if meta.get("unix")
-               else "TCP over 127.0.0.1", meta["rounds"],
+               else "TCP over 127.0.0.1", pin, meta["rounds"],
                "s" if meta["rounds"] != 1 else "", meta["duration"],
                meta["warmup"], meta["python"], meta["cpu"], meta["ncpu"],
                vers))
@@ -691,9 +703,11 @@ def main(argv=None):
     ap.add_argument("--unix", action="store_true",
                     help="Unix socket instead of TCP on 127.0.0.1 "
                          "(outputs echo_unix.*)")
-    ap.add_argument("--no-pin", action="store_true",
-                    help="do not pin the server and the load generator to "
-                         "one CPU each")
+    ap.add_argument("--pin", choices=("shared", "split", "none"),
+                    default="shared",
+                    help="CPU placement of the server and the load "
+                         "generator: both on one CPU (shared, the "
+                         "default), one CPU each (split), or none")
     ap.add_argument("--stall", type=float, default=5.0,
                     help="seconds without a round trip before a cell is "
                          "an error (default 5)")
@@ -804,6 +818,7 @@ def _drive(args, sizes, styles, loops, c_error):
         "unix": args.unix, "quick": args.quick, "snapshot": args.snapshot,
         "loops": infos, "elapsed_s": round(elapsed, 1), "git": git_rev(),
         "clk_tck": os.sysconf("SC_CLK_TCK"),
+        "pin": args.pin,
         "pinned": dict(zip(("server_cpu", "client_cpu"), pin_cpus(args))),
         "metric": "server utime+stime per round trip (/proc/PID/stat) and "
                   "round trips per second; medians over rounds",
