@@ -155,7 +155,9 @@ def pin_cpus(args):
     a fast and a ~2.5x slower mode as the host moves them: the C server
     itself measured 20 or 56 us per 100 KiB round trip from one run to
     the next, every server 7.1 to 7.5 us at 1 KiB in the slow mode.
-    Shared, the same cells repeat within ~2%."""
+    Shared, the same cells repeat within ~2%, and the load generator runs
+    as SCHED_BATCH so that its wake-ups do not preempt the server in the
+    middle of a batch (see echo_client.c)."""
     if args.pin == "none" or not hasattr(os, "sched_getaffinity"):
         return None, None
     cpus = sorted(os.sched_getaffinity(0))
@@ -225,6 +227,8 @@ def run_cell(loop, style, size, args):
                 "--warmup", str(args.warmup), "--duration",
                 str(args.duration), "--pid", str(proc.pid),
                 "--stall", str(args.stall)]
+        if scpu is not None and scpu == ccpu:
+            ccmd += ["--batch", "1"]
         ccmd += (["--unix", upath] if upath
                  else ["--port", str(info["port"])])
         try:
