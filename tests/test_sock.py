@@ -533,6 +533,158 @@ def test_socket_closed_while_waiting(loop, closing):
 
 
 # ---------------------------------------------------------------------------
+# The fd right after a wait.  aioev leaves a finished op's watch armed for a
+# moment, for the same socket's next op to take over (no epoll_ctl); these
+# check that nothing else on that fd number notices.
+
+
+def _pair_reusing(fd, closing):
+    """A new socketpair, as (end with fd number fd, other end)."""
+    c, d = closing(*nonblocking(*socket.socketpair()))
+    assert fd in (c.fileno(), d.fileno()), "fd number not reused"
+    return (c, d) if c.fileno() == fd else (d, c)
+
+
+def test_recv_waits_again_and_again(loop, sockpair):
+    # Every sock_recv waits (the peer answers one iteration later): the
+    # socket's watch is handed from each op to the next.
+    a, b = sockpair
+
+    async def main():
+        got = []
+        for i in range(300):
+            loop.call_soon(b.send, b"%d." % i)
+            got.append(await loop.sock_recv(a, 100))
+            if i % 50 == 0:
+                await asyncio.sleep(0.002)  # let a watch expire now and then
+        return b"".join(got)
+    assert run(loop, main()) == b"".join(b"%d." % i for i in range(300))
+    assert not registered_for_reading(loop, a.fileno())
+
+
+def test_recv_on_reused_fd_right_after_a_wait(loop, closing):
+    # a's op ends, a is closed and its fd number comes back as c's in the
+    # same callback: c's wait must register with epoll afresh.
+    a, b = closing(*nonblocking(*socket.socketpair()))
+
+    async def main():
+        loop.call_soon(b.send, b"one")
+        assert await loop.sock_recv(a, 100) == b"one"
+        fd = a.fileno()
+        a.close()
+        b.close()
+        c, d = _pair_reusing(fd, closing)
+        loop.call_later(0.01, d.send, b"two")
+        return await loop.sock_recv(c, 100)
+    assert run(loop, main()) == b"two"
+
+
+def test_recv_on_reused_fd_after_socket_dropped(loop, closing):
+    # The same with a socket closed by the garbage collector (its weakref
+    # is what aioev compares).
+    a, b = nonblocking(*socket.socketpair())
+    closing(b)
+
+    async def main():
+        nonlocal a
+        loop.call_soon(b.send, b"one")
+        assert await loop.sock_recv(a, 100) == b"one"
+        fd = a.fileno()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del a
+            gc.collect()
+        c, d = _pair_reusing(fd, closing)
+        loop.call_later(0.01, d.send, b"two")
+        return await loop.sock_recv(c, 100)
+    assert run(loop, main()) == b"two"
+
+
+def test_add_reader_right_after_a_wait(loop, sockpair):
+    a, b = sockpair
+
+    async def main():
+        loop.call_soon(b.send, b"1")
+        assert await loop.sock_recv(a, 1) == b"1"
+        # Nothing is registered for a: remove_reader says so.
+        assert not watched_for_reading(loop, a.fileno())
+        assert loop.remove_reader(a.fileno()) is False
+        fired = loop.create_future()
+        loop.add_reader(a.fileno(), lambda: fired.done()
+                        or fired.set_result(a.recv(10)))
+        loop.call_later(0.01, b.send, b"2")
+        try:
+            return await fired
+        finally:
+            loop.remove_reader(a.fileno())
+    assert run(loop, main()) == b"2"
+
+
+def test_add_reader_on_reused_fd_right_after_a_wait(loop, closing):
+    a, b = closing(*nonblocking(*socket.socketpair()))
+
+    async def main():
+        loop.call_soon(b.send, b"1")
+        assert await loop.sock_recv(a, 1) == b"1"
+        fd = a.fileno()
+        a.close()
+        b.close()
+        c, d = _pair_reusing(fd, closing)
+        fired = loop.create_future()
+        loop.add_reader(fd, lambda: fired.done()
+                        or fired.set_result(c.recv(10)))
+        loop.call_later(0.01, d.send, b"2")
+        try:
+            return await fired
+        finally:
+            loop.remove_reader(fd)
+    assert run(loop, main()) == b"2"
+
+
+def test_sendall_wait_right_after_a_recv_wait(loop, tcp_pair):
+    # The other direction on the same fd: the read watch cannot be taken
+    # over by a write wait.
+    a, b = tcp_pair
+
+    async def main():
+        loop.call_soon(b.send, b"go")
+        assert await loop.sock_recv(a, 10) == b"go"
+        blob = b"x" * (8 * 1024 * 1024)  # more than the socket buffers
+        reader = loop.create_task(_read_exactly(loop, b, len(blob)))
+        await loop.sock_sendall(a, blob)
+        return await reader
+    assert run(loop, main()) == 8 * 1024 * 1024
+
+
+async def _read_exactly(loop, sock, n):
+    got = 0
+    while got < n:
+        chunk = await loop.sock_recv(sock, 1 << 16)
+        assert chunk
+        got += len(chunk)
+    return got
+
+
+def test_data_while_no_op_waits(loop, sockpair):
+    # Data arriving between two ops (on a watch left armed without an op)
+    # is read by the next op, at once or after the watch was dropped.
+    a, b = sockpair
+
+    async def main():
+        loop.call_soon(b.send, b"1")
+        assert await loop.sock_recv(a, 10) == b"1"
+        b.send(b"2")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert await loop.sock_recv(a, 10) == b"2"
+        loop.call_soon(b.send, b"3")
+        assert await loop.sock_recv(a, 10) == b"3"
+        b.send(b"4")
+        return await loop.sock_recv(a, 10)
+    assert run(loop, main()) == b"4"
+
+
+# ---------------------------------------------------------------------------
 # Cancellation
 
 

@@ -129,20 +129,31 @@ io_get(LoopObj *loop, int fd, int create)
     return e;
 }
 
+static void
+io_free(LoopObj *loop, int fd, io_entry *e)
+{
+    loop->fds[fd] = NULL;
+    loop->fds_count--;
+    Py_XDECREF(e->owner);
+    PyMem_Free(e);
+}
+
 /* Points the watcher at the current reader/writer set; frees the entry
- * when neither is left. ev_io_set re-arms the fd in libev, in case it
- * was closed and its number reused since the last change. */
+ * when neither is left (a listed one is left to the sweep). ev_io_set
+ * re-arms the fd in libev, in case it was closed and its number reused
+ * since the last change. */
 static void
 io_update(LoopObj *loop, int fd, io_entry *e)
 {
     int events = (e->reader ? EV_READ : 0) | (e->writer ? EV_WRITE : 0);
+    e->idle_since = 0;
     if (ev_is_active(&e->io)) {
         ev_io_stop(loop->evloop, &e->io);
     }
     if (events == 0) {
-        loop->fds[fd] = NULL;
-        loop->fds_count--;
-        PyMem_Free(e);
+        if (!e->listed) {
+            io_free(loop, fd, e);
+        }
         return;
     }
     ev_io_set(&e->io, fd, events);
@@ -188,20 +199,132 @@ aioev_io_traverse(LoopObj *loop, visitproc visit, void *arg)
 void
 aioev_io_close_all(LoopObj *loop)
 {
+    loop->linger_len = 0;
     for (int fd = 0; fd < loop->fds_cap; fd++) {
         io_entry *e = loop->fds[fd];
         if (e == NULL) {
             continue;
         }
-        loop->fds[fd] = NULL;
-        loop->fds_count--;
         if (loop->evloop != NULL && ev_is_active(&e->io)) {
             ev_io_stop(loop->evloop, &e->io);
         }
         Py_CLEAR(e->reader);
         Py_CLEAR(e->writer);
-        PyMem_Free(e);
+        io_free(loop, fd, e);
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Lingering watches (sock_* ops)
+ *
+ * A task looping on sock_recv/sock_sendall stops and restarts its fd's
+ * watch every time it waits; with libev's epoll backend each restart is
+ * an epoll_ctl. The watch of a finished op is left armed, without a
+ * handle (events for it are dropped), until the sweep at the start of the
+ * iteration after next; the same socket's next op takes it over as it is.
+ * The owner check (a weakref: a closed socket's fd number may come back
+ * as another socket, which epoll does not know yet) keeps any other use
+ * of the fd on the full path, which re-arms it.
+ * ------------------------------------------------------------------------ */
+
+static int
+owner_is(io_entry *e, PyObject *owner)
+{
+    if (e->owner == NULL) {
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *o;
+    if (PyWeakref_GetRef(e->owner, &o) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_XDECREF(o);  /* only compared */
+    return o == owner;
+#else
+    return PyWeakref_GetObject(e->owner) == owner;
+#endif
+}
+
+int
+aioev_io_add_owned(LoopObj *loop, int fd, int writer, HandleObj *h,
+                   PyObject *owner)
+{
+    io_entry *e = fd < loop->fds_cap ? loop->fds[fd] : NULL;
+    int events = writer ? EV_WRITE : EV_READ;
+    if (e != NULL && e->idle_since && ev_is_active(&e->io)
+        && (e->io.events & (EV_READ | EV_WRITE)) == events
+        && owner_is(e, owner)) {
+        h->cancelled = 0;
+        *(writer ? &e->writer : &e->reader) = (HandleObj *)Py_NewRef(h);
+        e->idle_since = 0;
+        return 0;
+    }
+    return aioev_io_add_socket(loop, fd, writer, h);
+}
+
+int
+aioev_io_remove_owned(LoopObj *loop, int fd, int writer, PyObject *owner)
+{
+    if (loop->closed) {
+        return 0;
+    }
+    io_entry *e = fd < loop->fds_cap ? loop->fds[fd] : NULL;
+    HandleObj **slot = e == NULL ? NULL : writer ? &e->writer : &e->reader;
+    if (slot == NULL || *slot == NULL || !ev_is_active(&e->io)
+        || (writer ? e->reader : e->writer) != NULL) {
+        return aioev_io_remove(loop, fd, writer);
+    }
+    if (!owner_is(e, owner)) {
+        PyObject *wr = PyWeakref_NewRef(owner, NULL);
+        if (wr == NULL) {
+            PyErr_Clear();  /* no weakrefs: no lingering */
+            return aioev_io_remove(loop, fd, writer);
+        }
+        Py_XSETREF(e->owner, wr);
+    }
+    if (!e->listed) {
+        if (loop->linger_len == loop->linger_cap) {
+            int cap = loop->linger_cap ? 2 * loop->linger_cap : 16;
+            int *p = PyMem_Realloc(loop->linger, cap * sizeof(int));
+            if (p == NULL) {
+                return aioev_io_remove(loop, fd, writer);
+            }
+            loop->linger = p;
+            loop->linger_cap = cap;
+        }
+        loop->linger[loop->linger_len++] = fd;
+        e->listed = 1;
+    }
+    HandleObj *old = *slot;
+    *slot = NULL;
+    e->idle_since = loop->iter + 1;
+    old->cancelled = 1;
+    Py_DECREF(old);
+    return 1;
+}
+
+void
+aioev_io_sweep(LoopObj *loop)
+{
+    int kept = 0;
+    for (int i = 0; i < loop->linger_len; i++) {
+        int fd = loop->linger[i];
+        io_entry *e = loop->fds[fd];  /* listed: freed only below */
+        if (e->idle_since >= loop->iter) {
+            loop->linger[kept++] = fd;  /* lingering since this one */
+            continue;
+        }
+        if (e->idle_since) {
+            e->idle_since = 0;
+            ev_io_stop(loop->evloop, &e->io);
+        }
+        e->listed = 0;
+        if (e->reader == NULL && e->writer == NULL) {
+            io_free(loop, fd, e);
+        }
+    }
+    loop->linger_len = kept;
 }
 
 int

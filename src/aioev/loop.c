@@ -528,6 +528,10 @@ run_once(LoopObj *self)
     int flags = EVRUN_ONCE;
 
     timers_purge(self);
+    self->iter++;
+    if (self->linger_len) {
+        aioev_io_sweep(self);
+    }
     self->polling_blocks = 0;
     if (self->ready_len || self->stopping) {
         flags = EVRUN_NOWAIT;
@@ -1326,6 +1330,7 @@ loop_dealloc(LoopObj *self)
     PyMem_Free(self->read_buf);
     PyMem_Free(self->timers);
     PyMem_Free(self->fds);
+    PyMem_Free(self->linger);
     tp->tp_free(self);
     Py_DECREF(tp);
 }

@@ -27,6 +27,11 @@ typedef struct {
     LoopObj *loop;             /* borrowed: the loop owns us */
     HandleObj *reader;
     HandleObj *writer;
+    /* Lingering (io.c): a sock_* op's watch left armed for a while after
+     * the op, for the socket's next op to take over without re-arming. */
+    PyObject *owner;           /* weakref to that socket, or NULL */
+    uint64_t idle_since;       /* iteration it began lingering; 0: not */
+    int listed;                /* in loop->linger; only the sweep frees */
 } io_entry;
 
 struct LoopObj {
@@ -51,6 +56,10 @@ struct LoopObj {
     io_entry **fds;            /* indexed by fd */
     int fds_cap;
     int fds_count;             /* entries in use */
+    int *linger;               /* fds of listed entries (io.c) */
+    int linger_len;
+    int linger_cap;
+    uint64_t iter;             /* run_once count */
 
     PyObject *current_handle;
     PyObject *task_factory;
@@ -76,6 +85,17 @@ int aioev_io_add(LoopObj *loop, int fd, int writer, HandleObj *h);
  * recv/send/accept/connect on it just found would block. */
 int aioev_io_add_socket(LoopObj *loop, int fd, int writer, HandleObj *h);
 int aioev_io_remove(LoopObj *loop, int fd, int writer);
+/* sock_* ops: the same, where owner is the socket. A watch removed this
+ * way stays armed until the end of the next iteration, so the socket's
+ * next op (its task resumes one iteration later) takes it over without
+ * an epoll_ctl; any other use of the fd re-arms it in full. */
+int aioev_io_add_owned(LoopObj *loop, int fd, int writer, HandleObj *h,
+                       PyObject *owner);
+int aioev_io_remove_owned(LoopObj *loop, int fd, int writer,
+                          PyObject *owner);
+/* At the start of each iteration: disarm watches lingering since before
+ * the previous one. */
+void aioev_io_sweep(LoopObj *loop);
 
 /* sock.c */
 extern PyMethodDef aioev_sock_methods[];

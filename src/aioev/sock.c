@@ -253,7 +253,11 @@ op_unwatch(SockOpObj *op)
     op->handle = NULL;
     /* A cancelled handle was replaced by someone else's watch. */
     if (!h->cancelled
-        && aioev_io_remove(op->loop, op->fd, op_is_writer(op->kind)) < 0) {
+        && (op->sock != NULL
+            ? aioev_io_remove_owned(op->loop, op->fd, op_is_writer(op->kind),
+                                    op->sock)
+            : aioev_io_remove(op->loop, op->fd,
+                              op_is_writer(op->kind))) < 0) {
         PyErr_WriteUnraisable((PyObject *)op);
     }
     Py_DECREF(h);
@@ -563,7 +567,9 @@ check_socket(LoopObj *loop, PyObject *sock)
     if (aioev_loop_check_closed(loop) < 0) {
         return -1;
     }
-    if (st->SSLSocket != NULL) {
+    /* socket.socket itself is no SSLSocket: skip isinstance()'s lookups */
+    if (st->SSLSocket != NULL
+        && !Py_IS_TYPE(sock, (PyTypeObject *)st->socket_socket)) {
         int r = PyObject_IsInstance(sock, st->SSLSocket);
         if (r < 0) {
             return -1;
@@ -578,8 +584,9 @@ check_socket(LoopObj *loop, PyObject *sock)
     if (t == NULL) {
         return -1;
     }
-    int blocking = t != Py_None ? PyObject_RichCompareBool(t, Py_False,
-                                                          Py_NE) : 1;
+    int blocking = t == Py_None ? 1
+                   : PyFloat_CheckExact(t) ? PyFloat_AS_DOUBLE(t) != 0.0
+                   : PyObject_RichCompareBool(t, Py_False, Py_NE);
     Py_DECREF(t);
     if (blocking < 0) {
         return -1;
@@ -711,7 +718,8 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     }
     PyObject_GC_Track(op->handle);
     /* try_op just used the fd: no need to check it */
-    if (aioev_io_add_socket(loop, fd, op_is_writer(kind), op->handle) < 0) {
+    if (aioev_io_add_owned(loop, fd, op_is_writer(kind), op->handle,
+                           sock) < 0) {
         goto error;
     }
     coro = coro_new(st, (FutureObj *)Py_NewRef(op->fut), op, kind);
