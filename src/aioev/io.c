@@ -73,6 +73,7 @@ io_cb(struct ev_loop *evloop, ev_io *w, int revents)
     io_entry *e = (io_entry *)w;
     LoopObj *loop = e->loop;
 
+    e->seen |= e->idle_since != 0;
     /* EV_ERROR: libev dropped the fd; let both sides find out by trying. */
     if (revents & EV_ERROR) {
         revents |= EV_READ | EV_WRITE;
@@ -299,9 +300,20 @@ aioev_io_remove_owned(LoopObj *loop, int fd, int writer, PyObject *owner)
     HandleObj *old = *slot;
     *slot = NULL;
     e->idle_since = loop->iter + 1;
+    e->seen = 0;
     old->cancelled = 1;
     Py_DECREF(old);
     return 1;
+}
+
+int
+aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner)
+{
+    io_entry *e = fd < loop->fds_cap ? loop->fds[fd] : NULL;
+    return e != NULL && e->idle_since == loop->iter && !e->seen
+           && ev_is_active(&e->io)
+           && (e->io.events & (EV_READ | EV_WRITE)) == EV_READ
+           && owner_is(e, owner);
 }
 
 void

@@ -32,6 +32,7 @@ typedef struct {
     PyObject *owner;           /* weakref to that socket, or NULL */
     uint64_t idle_since;       /* iteration it began lingering; 0: not */
     int listed;                /* in loop->linger; only the sweep frees */
+    int seen;                  /* an event came while lingering */
 } io_entry;
 
 struct LoopObj {
@@ -93,6 +94,11 @@ int aioev_io_add_owned(LoopObj *loop, int fd, int writer, HandleObj *h,
                        PyObject *owner);
 int aioev_io_remove_owned(LoopObj *loop, int fd, int writer,
                           PyObject *owner);
+/* 1 if owner's read watch on fd lingers since before this iteration's
+ * poll, which reported nothing for it: a recv now would find no data
+ * (unless it came in the last microseconds), so a sock_recv may wait at
+ * once instead of paying a failing recv first. */
+int aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner);
 /* At the start of each iteration: disarm watches lingering since before
  * the previous one. */
 void aioev_io_sweep(LoopObj *loop);

@@ -682,7 +682,14 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
             op_release_buffer(&first);  /* checked; retaken per attempt */
         }
     }
-    rc = try_op(&first, &res);
+    /* A task looping on sock_recv usually calls it again right after
+     * answering the peer, before the peer could answer back. */
+    if (kind == OP_RECV && n > 0 && aioev_io_quiet(loop, fd, sock)) {
+        rc = 0;
+    }
+    else {
+        rc = try_op(&first, &res);
+    }
     if (rc != 0) {
         op_release_buffer(&first);
         if (rc < 0) {
