@@ -719,6 +719,66 @@ def test_eof_received_keep_open_then_peer_reads_all(loop):
     run(loop, main())
 
 
+class Chunks(Recorder):
+    """A Recorder that also keeps each data_received() argument."""
+
+    def __init__(self, loop, keep_open=None):
+        super().__init__(loop, keep_open)
+        self.chunks = []
+
+    def data_received(self, data):
+        assert type(data) is bytes
+        self.chunks.append(data)
+        super().data_received(data)
+
+
+def test_mixed_message_sizes_arrive_intact(loop):
+    # Big reads, small reads and big reads again (aioev sizes a read after
+    # a big one from FIONREAD and receives straight into the bytes).
+    sizes = [200_000, 7, 100_000, 1, 65_536, 3, 300_000, 40_000, 2]
+    payload = os.urandom(sum(sizes))
+
+    async def main():
+        tr, proto, peer = await raw_peer_pair(loop, lambda: Chunks(loop))
+        try:
+            off = 0
+            for n in sizes:
+                await loop.sock_sendall(peer, payload[off:off + n])
+                off += n
+                await proto.wait_data(off)
+            assert bytes(proto.data) == payload
+            assert all(proto.chunks)
+            assert max(map(len, proto.chunks)) <= 256 * 1024
+        finally:
+            tr.close()
+            peer.close()
+        assert await proto.lost is None
+    run(loop, main())
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+def test_peer_gone_right_after_a_big_message(loop, how):
+    payload = os.urandom(150_000)
+
+    async def main():
+        tr, proto, peer = await raw_peer_pair(loop, lambda: Chunks(loop))
+        try:
+            await loop.sock_sendall(peer, payload)
+            await proto.wait_data(len(payload))
+            if how == "eof":
+                peer.shutdown(socket.SHUT_WR)
+                await proto.wait_eof()
+                assert await proto.lost is None
+            else:
+                reset(peer)
+                assert isinstance(await proto.lost, ConnectionResetError)
+            assert bytes(proto.data) == payload
+        finally:
+            tr.close()
+            peer.close()
+    run(loop, main())
+
+
 def test_connection_lost_none_on_clean_close(loop):
     async def main():
         tr, proto, peer = await raw_peer_pair(loop, lambda: Recorder(loop))

@@ -8,9 +8,14 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #define MAX_READ (256 * 1024)
+/* A read at least this large makes the next one size its bytes from
+ * FIONREAD and receive straight into it: one ioctl costs less than
+ * copying this much out of the scratch buffer. */
+#define BIG_READ (32 * 1024)
 #define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
 
 typedef struct {
@@ -41,6 +46,7 @@ typedef struct {
     int protocol_connected;
     int buffered;
     int stream_fast;           /* protocol is asyncio's StreamReaderProtocol */
+    int big_reads;             /* the last read was >= BIG_READ */
 } StreamObj;
 
 /* ------------------------------------------------------------------------
@@ -568,17 +574,36 @@ read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
         return read_buffered(t);
     }
     /* Into the loop's scratch buffer, then a bytes of the exact size: a
-     * 256 KiB bytes per read would be allocated and shrunk every time. */
-    if (t->loop->read_buf == NULL) {
+     * 256 KiB bytes per read would be allocated and shrunk every time.
+     * After a big read, into a bytes sized by FIONREAD instead. */
+    PyObject *data = NULL;
+    int avail = 0;
+    if (t->big_reads && !t->stream_fast
+        && ioctl(t->fd, FIONREAD, &avail) == 0 && avail > 0) {
+        data = PyBytes_FromStringAndSize(
+            NULL, avail < MAX_READ ? avail : MAX_READ);
+        if (data == NULL) {
+            return NULL;
+        }
+    }
+    else if (t->loop->read_buf == NULL) {
         t->loop->read_buf = PyMem_Malloc(MAX_READ);
         if (t->loop->read_buf == NULL) {
             return PyErr_NoMemory();
         }
     }
+    char *into = data ? PyBytes_AS_STRING(data) : t->loop->read_buf;
+    size_t want = data ? (size_t)PyBytes_GET_SIZE(data) : MAX_READ;
     ssize_t n;
     do {
-        n = recv(t->fd, t->loop->read_buf, MAX_READ, 0);
+        n = recv(t->fd, into, want, 0);
     } while (n < 0 && errno == EINTR);
+    t->big_reads = n >= BIG_READ;
+    if (n <= 0 && data != NULL) {
+        int err = errno;
+        Py_CLEAR(data);
+        errno = err;
+    }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             Py_RETURN_NONE;
@@ -597,7 +622,12 @@ read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
         r = Py_NewRef(Py_None);
     }
     else if (fed == 0) {
-        PyObject *data = PyBytes_FromStringAndSize(t->loop->read_buf, n);
+        if (data == NULL) {
+            data = PyBytes_FromStringAndSize(t->loop->read_buf, n);
+        }
+        else if (n < PyBytes_GET_SIZE(data)) {
+            _PyBytes_Resize(&data, n);  /* FIONREAD raced: rare */
+        }
         if (data == NULL) {
             return NULL;
         }
