@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 
@@ -593,11 +594,13 @@ def write_chart(rows, loops, sizes, styles, path, meta):
                           label="plain C server (libev)"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles),
                fontsize=9)
+    detail = "%s; git %s; %s" % (meta_line(meta).split(", ", 1)[1],
+                                 meta.get("git") or "?", meta["date"])
     fig.suptitle("Echo server, %d connections, closed loop: server CPU per "
                  "round trip (top; aioev bars labelled with uvloop / aioev) "
-                 "and round trips per second (bottom)\n%s; git %s; %s"
-                 % (meta["conns"], meta_line(meta).split("; ", 1)[1],
-                    meta.get("git") or "?", meta["date"]), fontsize=9.5)
+                 "and round trips per second (bottom)\n%s"
+                 % (meta["conns"], "\n".join(textwrap.wrap(detail, 200))),
+                 fontsize=9.5)
     fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     fig.savefig(path, dpi=100)
     plt.close(fig)
