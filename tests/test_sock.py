@@ -267,15 +267,20 @@ def test_recv_respects_nbytes(loop, stream_pair):
 
 
 def test_recv_many_in_a_row(loop, stream_pair):
+    # Every sock_recv waits (the peer answers one iteration later): aioev
+    # hands the socket's watch from each op to the next.
     a, b = stream_pair
 
     async def main():
         got = []
-        for i in range(50):
+        for i in range(300):
             loop.call_soon(b.send, b"%03d" % i)
             got.append(await loop.sock_recv(a, 3))
+            if i % 50 == 0:
+                await asyncio.sleep(0.002)  # let a watch expire now and then
         return got
-    assert run(loop, main()) == [b"%03d" % i for i in range(50)]
+    assert run(loop, main()) == [b"%03d" % i for i in range(300)]
+    assert not registered_for_reading(loop, a.fileno())
 
 
 def test_recv_eof_immediate(loop, stream_pair):
@@ -545,26 +550,11 @@ def _pair_reusing(fd, closing):
     return (c, d) if c.fileno() == fd else (d, c)
 
 
-def test_recv_waits_again_and_again(loop, sockpair):
-    # Every sock_recv waits (the peer answers one iteration later): the
-    # socket's watch is handed from each op to the next.
-    a, b = sockpair
-
-    async def main():
-        got = []
-        for i in range(300):
-            loop.call_soon(b.send, b"%d." % i)
-            got.append(await loop.sock_recv(a, 100))
-            if i % 50 == 0:
-                await asyncio.sleep(0.002)  # let a watch expire now and then
-        return b"".join(got)
-    assert run(loop, main()) == b"".join(b"%d." % i for i in range(300))
-    assert not registered_for_reading(loop, a.fileno())
-
-
-def test_recv_on_reused_fd_right_after_a_wait(loop, closing):
+@pytest.mark.parametrize("watch", ["sock_recv", "add_reader"])
+def test_reused_fd_right_after_a_wait(loop, closing, watch):
     # a's op ends, a is closed and its fd number comes back as c's in the
-    # same callback: c's wait must register with epoll afresh.
+    # same callback: c's wait (an op or a reader) must register with epoll
+    # afresh.
     a, b = closing(*nonblocking(*socket.socketpair()))
 
     async def main():
@@ -575,7 +565,15 @@ def test_recv_on_reused_fd_right_after_a_wait(loop, closing):
         b.close()
         c, d = _pair_reusing(fd, closing)
         loop.call_later(0.01, d.send, b"two")
-        return await loop.sock_recv(c, 100)
+        if watch == "sock_recv":
+            return await loop.sock_recv(c, 100)
+        fired = loop.create_future()
+        loop.add_reader(fd, lambda: fired.done()
+                        or fired.set_result(c.recv(100)))
+        try:
+            return await fired
+        finally:
+            loop.remove_reader(fd)
     assert run(loop, main()) == b"two"
 
 
@@ -617,27 +615,6 @@ def test_add_reader_right_after_a_wait(loop, sockpair):
             return await fired
         finally:
             loop.remove_reader(a.fileno())
-    assert run(loop, main()) == b"2"
-
-
-def test_add_reader_on_reused_fd_right_after_a_wait(loop, closing):
-    a, b = closing(*nonblocking(*socket.socketpair()))
-
-    async def main():
-        loop.call_soon(b.send, b"1")
-        assert await loop.sock_recv(a, 1) == b"1"
-        fd = a.fileno()
-        a.close()
-        b.close()
-        c, d = _pair_reusing(fd, closing)
-        fired = loop.create_future()
-        loop.add_reader(fd, lambda: fired.done()
-                        or fired.set_result(c.recv(10)))
-        loop.call_later(0.01, d.send, b"2")
-        try:
-            return await fired
-        finally:
-            loop.remove_reader(fd)
     assert run(loop, main()) == b"2"
 
 
