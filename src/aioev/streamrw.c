@@ -168,7 +168,12 @@ read_take(aioev_state *st, PyObject *rdict, PyObject *reader, Py_ssize_t n)
         Py_ssize_t k = PyByteArray_GET_SIZE(buf);
         k = k < n ? k : n;
         data = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf), k);
-        if (data == NULL || PySequence_DelSlice(buf, 0, k) < 0) {
+        /* del buf[:k]; taking it all is a resize to 0 (the same state,
+         * without a slice object, and a shrink in place) */
+        if (data == NULL
+            || (k == PyByteArray_GET_SIZE(buf)
+                ? PyByteArray_Resize(buf, 0)
+                : PySequence_DelSlice(buf, 0, k)) < 0) {
             goto error;
         }
     }
