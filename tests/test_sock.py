@@ -283,6 +283,39 @@ def test_recv_many_in_a_row(loop, stream_pair):
     assert not registered_for_reading(loop, a.fileno())
 
 
+def test_recv_into_empty_buffer_is_zero_at_once(loop, stream_pair):
+    # socket.recv_into(empty) returns 0 with no data there (the kernel's
+    # recv of 0 bytes would say EAGAIN and never become ready).
+    a, b = stream_pair
+
+    async def main():
+        got = [await loop.sock_recv_into(a, bytearray()),
+               await loop.sock_recv_into(a, memoryview(bytearray(4))[:0])]
+        b.send(b"x")
+        got.append(await loop.sock_recv_into(a, bytearray()))
+        got.append(await loop.sock_recv(a, 10))   # the data is still there
+        return got
+    assert run(loop, main(), timeout=1.0) == [0, 0, 0, b"x"]
+
+
+def test_recv_into_many_in_a_row(loop, stream_pair):
+    # The same for sock_recv_into, and an empty buffer still returns 0 at
+    # once between waits.
+    a, b = stream_pair
+
+    async def main():
+        got = bytearray()
+        buf = bytearray(3)
+        for i in range(200):
+            loop.call_soon(b.send, b"%03d" % i)
+            n = await loop.sock_recv_into(a, buf)
+            got += buf[:n]
+            assert await loop.sock_recv_into(a, bytearray()) == 0
+        return bytes(got)
+    assert run(loop, main()) == b"".join(b"%03d" % i for i in range(200))
+    assert not registered_for_reading(loop, a.fileno())
+
+
 def test_recv_eof_immediate(loop, stream_pair):
     a, b = stream_pair
     b.sendall(b"last")

@@ -99,6 +99,13 @@ try_recv_into(SockOpObj *op, PyObject **res)
     if (PyObject_GetBuffer(op->arg, &view, PyBUF_WRITABLE) < 0) {
         return -1;
     }
+    if (view.len == 0) {
+        /* socket.recv_into(empty) is 0 at once, data or not (the kernel
+         * would say EAGAIN, and no readiness would ever change that) */
+        PyBuffer_Release(&view);
+        *res = PyLong_FromLong(0);
+        return *res ? 1 : -1;
+    }
     do {
         r = recv(op->fd, view.buf, (size_t)view.len, 0);
     } while (r < 0 && errno == EINTR);
@@ -647,6 +654,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     aioev_state *st = loop->state;
     SockOpObj first, *op = NULL;
     PyObject *res = NULL, *coro;
+    Py_ssize_t want = kind == OP_RECV ? n : 0;  /* bytes a recv asks for */
     int fd, rc;
 
     if ((kind == OP_RECV || kind == OP_RECVFROM) && n < 0) {
@@ -679,12 +687,15 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
         }
         first.has_buf = 1;
         if (kind == OP_RECV_INTO) {
+            want = first.buf.len;
             op_release_buffer(&first);  /* checked; retaken per attempt */
         }
     }
     /* A task looping on sock_recv usually calls it again right after
-     * answering the peer, before the peer could answer back. */
-    if (kind == OP_RECV && n > 0 && aioev_io_quiet(loop, fd, sock)) {
+     * answering the peer, before the peer could answer back. (Asked for
+     * nothing, a recv returns at once: that one is tried.) */
+    if ((kind == OP_RECV || kind == OP_RECV_INTO) && want > 0
+        && aioev_io_quiet(loop, fd, sock)) {
         rc = 0;
     }
     else {
