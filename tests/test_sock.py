@@ -283,6 +283,32 @@ def test_recv_many_in_a_row(loop, stream_pair):
     assert not registered_for_reading(loop, a.fileno())
 
 
+def test_recv_results_stay_intact_after_later_waits(loop, stream_pair,
+                                                   closing):
+    # Each recv below finds no data and waits (the peer sends one iteration
+    # later), on two sockets, with sizes that repeat and change, large and
+    # small: every result is a bytes of its own, and later recvs never
+    # change it.  (aioev keeps the empty bytes of a recv that found no data
+    # for the next recv of that size.)
+    a, b = stream_pair
+    c, d = closing(*nonblocking(*socket.socketpair()))
+    sizes = [65536, 65536, 1000, 65536, 300000, 300000, 7, 65536]
+
+    async def main():
+        got = []
+        for i, size in enumerate(sizes * 4):
+            sock, peer = (a, b) if i % 3 else (c, d)
+            payload = bytes([i]) * min(size, 5000)
+            loop.call_soon(peer.send, payload)
+            data = await loop.sock_recv(sock, size)
+            got.append((data, payload))
+        return got
+    got = run(loop, main())
+    assert len({id(data) for data, _ in got}) == len(got)
+    for data, payload in got:
+        assert data == payload
+
+
 def test_recv_into_empty_buffer_is_zero_at_once(loop, stream_pair):
     # socket.recv_into(empty) returns 0 with no data there (the kernel's
     # recv of 0 bytes would say EAGAIN and never become ready).

@@ -1328,6 +1328,7 @@ loop_dealloc(LoopObj *self)
     }
     PyMem_Free(self->ready);
     PyMem_Free(self->read_buf);
+    Py_CLEAR(self->recv_spare);
     PyMem_Free(self->timers);
     PyMem_Free(self->fds);
     PyMem_Free(self->linger);

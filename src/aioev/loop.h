@@ -66,6 +66,8 @@ struct LoopObj {
     PyObject *task_factory;
     aioev_state *state;        /* cached: subclasses make lookups slow */
     char *read_buf;            /* transports' recv scratch (stream.c) */
+    PyObject *recv_spare;      /* a fresh bytes a sock_recv found no
+                                  data for, for the next one (sock.c) */
     LoopObj *next_loop;        /* module's list of live loops (gc hook) */
     LoopObj *prev_loop;
     double slow_callback_duration;

@@ -62,11 +62,21 @@ method_would_block(void)
  * The operations: 1 done (*res set), 0 would block, -1 error
  * ------------------------------------------------------------------------ */
 
+/* The largest recv size whose empty bytes the loop keeps (one). */
+#define RECV_SPARE_MAX (256 * 1024)
+
 static int
 try_recv(SockOpObj *op, PyObject **res)
 {
-    PyObject *bytes = PyBytes_FromStringAndSize(NULL, op->n);
+    LoopObj *loop = op->loop;
+    PyObject *bytes = loop->recv_spare;
     ssize_t r;
+    if (bytes != NULL && PyBytes_GET_SIZE(bytes) == op->n) {
+        loop->recv_spare = NULL;  /* ours alone: never shown to anyone */
+    }
+    else {
+        bytes = PyBytes_FromStringAndSize(NULL, op->n);
+    }
     if (bytes == NULL || op->n == 0) {
         *res = bytes;  /* socket.recv(0) is b"" at once, data or not */
         return bytes ? 1 : -1;
@@ -75,10 +85,21 @@ try_recv(SockOpObj *op, PyObject **res)
         r = recv(op->fd, PyBytes_AS_STRING(bytes), (size_t)op->n, 0);
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
-        Py_DECREF(bytes);
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* Kept for the next recv of this size: a large block freed
+             * and taken again at once is what makes malloc give the
+             * heap's top back to the system and fault it in again. */
+            if (op->n <= RECV_SPARE_MAX
+                && (loop->recv_spare == NULL
+                    || PyBytes_GET_SIZE(loop->recv_spare) != op->n)) {
+                Py_XSETREF(loop->recv_spare, bytes);
+            }
+            else {
+                Py_DECREF(bytes);
+            }
             return 0;
         }
+        Py_DECREF(bytes);
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -667,6 +688,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     }
     /* The first attempt runs on this stack copy: an operation done at
      * once (the common case) allocates no SockOp. */
+    first.loop = loop;
     first.sock = sock;
     first.arg = arg;
     first.has_buf = 0;
