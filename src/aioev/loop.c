@@ -1109,6 +1109,7 @@ loop_close_core(LoopObj *self, PyObject *Py_UNUSED(ignored))
     ready_clear(self);
     timers_clear(self);
     aioev_io_close_all(self);
+    Py_CLEAR(self->recv_spare);
     if (self->evloop != NULL) {
         ev_async_stop(self->evloop, &self->wakeup);
         ev_loop_destroy(self->evloop);
