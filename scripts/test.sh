@@ -134,13 +134,15 @@ optional() {
 }
 
 # build_in_venv PYTHON VENV: create (or reuse) VENV, install the build
-# tools and pytest, then aioev, editable: each interpreter's extension lands
-# in aioev/ under its own tag (_core.cpython-312-x86_64-linux-gnu.so, ...).
+# tools, pytest and aiohttp (tests/test_aiohttp.py), then aioev, editable:
+# each interpreter's extension lands in aioev/ under its own tag
+# (_core.cpython-312-x86_64-linux-gnu.so, ...).
 build_in_venv() {
     make_venv "$1" "$2" || return 1
     # (pip's notes about this machine's extra local indexes are noise.)
     bash -c 'set -e
-        "$1/bin/python" -m pip install -q "setuptools>=64" wheel pytest
+        "$1/bin/python" -m pip install -q "setuptools>=64" wheel pytest \
+            aiohttp
         "$1/bin/python" -m pip install -q --no-build-isolation -e .
         "$1/bin/python" -c "import aioev, aioev._core as c, sys
 print(\"built\", c.__file__, \"for\", sys.version.split()[0])"' _ "$2" \
@@ -152,7 +154,8 @@ print(\"built\", c.__file__, \"for\", sys.version.split()[0])"' _ "$2" \
 # its own (run_cpython_tests), timed apart and not twice.
 run_pytest() {
     local venv=$1; shift
-    AIOEV_SKIP_CPYTHON_SUITE=1 "$venv/bin/python" -m pytest -q "$@"
+    AIOEV_SKIP_CPYTHON_SUITE=1 AIOEV_REQUIRE_AIOHTTP=1 \
+        "$venv/bin/python" -m pytest -q "$@"
 }
 
 run_cpython_tests() {  # run_cpython_tests VENV
