@@ -1058,6 +1058,34 @@ def test_accept_several(loop, closing):
     run(loop, main())
 
 
+def test_accept_many_in_a_row(loop, closing):
+    # Each sock_accept either waits for a client that connects one
+    # iteration later or finds one already queued (aioev may wait at once
+    # right after a wait: the queued one must still be accepted, not
+    # missed or left hanging).
+    srv = closing(make_listener("tcp", None, backlog=64))
+
+    def connect(c):
+        try:
+            c.connect(srv.getsockname())
+        except BlockingIOError:
+            pass
+
+    async def main():
+        for i in range(60):
+            c = closing(client_for(srv))
+            if i % 3 == 2:
+                connect(c)
+            else:
+                loop.call_soon(connect, c)
+            conn, addr = await loop.sock_accept(srv)
+            closing(conn)
+            assert addr == c.getsockname()
+            if i % 20 == 0:
+                await asyncio.sleep(0.002)  # let the watch expire
+    run(loop, main())
+
+
 def test_connect_refused(loop, closing):
     # A bound socket that does not listen answers SYN with RST.
     blocker = closing(socket.socket())
@@ -1169,6 +1197,38 @@ def test_sendto_recvfrom(loop, udp_pair):
     data, addr = run(loop, main())
     assert data == b"datagram"
     assert addr == a.getsockname()
+
+
+@needs_dgram_api
+@pytest.mark.parametrize("method", ["sock_recvfrom", "sock_recvfrom_into"])
+def test_recvfrom_many_in_a_row(loop, udp_pair, method):
+    # Each recvfrom either waits for a datagram sent one iteration later or
+    # finds one already queued (aioev may wait at once right after a wait:
+    # the queued one must still come, not hang); every datagram is
+    # received once, in order, with its sender's address.
+    a, b = udp_pair
+    dest = b.getsockname()
+
+    async def recv():
+        if method == "sock_recvfrom":
+            return await loop.sock_recvfrom(b, 100)
+        buf = bytearray(100)
+        n, addr = await loop.sock_recvfrom_into(b, buf)
+        return bytes(buf[:n]), addr
+
+    async def main():
+        got = []
+        for i in range(200):
+            if i % 3 == 2:
+                a.sendto(b"%03d" % i, dest)
+            else:
+                loop.call_soon(a.sendto, b"%03d" % i, dest)
+            got.append(await recv())
+            if i % 50 == 0:
+                await asyncio.sleep(0.002)  # let the watch expire
+        return got
+    got = run(loop, main())
+    assert got == [(b"%03d" % i, a.getsockname()) for i in range(200)]
 
 
 @needs_dgram_api

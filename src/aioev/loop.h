@@ -97,9 +97,9 @@ int aioev_io_add_owned(LoopObj *loop, int fd, int writer, HandleObj *h,
 int aioev_io_remove_owned(LoopObj *loop, int fd, int writer,
                           PyObject *owner);
 /* 1 if owner's read watch on fd lingers since before this iteration's
- * poll, which reported nothing for it: a recv now would find no data
- * (unless it came in the last microseconds), so a sock_recv may wait at
- * once instead of paying a failing recv first. */
+ * poll, which reported nothing for it: a recv (or accept) now would find
+ * nothing (unless it came in the last microseconds), so a sock_* op may
+ * wait at once instead of paying a failing syscall first. */
 int aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner);
 /* At the start of each iteration: disarm watches lingering since before
  * the previous one. */

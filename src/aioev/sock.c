@@ -714,9 +714,14 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
         }
     }
     /* A task looping on sock_recv usually calls it again right after
-     * answering the peer, before the peer could answer back. (Asked for
-     * nothing, a recv returns at once: that one is tried.) */
-    if ((kind == OP_RECV || kind == OP_RECV_INTO) && want > 0
+     * answering the peer, before the peer could answer back; one looping
+     * on sock_accept, right after the connection it waited for. (Asked
+     * for nothing, a recv returns at once: that one is tried. A recvfrom
+     * or accept that would fail goes through the socket's method, which
+     * raises: skipping it saves the most.) */
+    if ((((kind == OP_RECV || kind == OP_RECV_INTO) && want > 0)
+         || kind == OP_RECVFROM || kind == OP_RECVFROM_INTO
+         || kind == OP_ACCEPT)
         && aioev_io_quiet(loop, fd, sock)) {
         rc = 0;
     }
