@@ -137,6 +137,10 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->str__paused);
     Py_CLEAR(st->str__limit);
     Py_CLEAR(st->str_fileno);
+    Py_CLEAR(st->str_recvfrom);
+    Py_CLEAR(st->str_recvfrom_into);
+    Py_CLEAR(st->str_sendto);
+    Py_CLEAR(st->str_setblocking);
     Py_CLEAR(st->empty_context);
     Py_CLEAR(st->SSLSocket);
     Py_CLEAR(st->CancelledError);
@@ -344,6 +348,10 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, str_exception), "exception"},
         {offsetof(aioev_state, str_is_closing), "is_closing"},
         {offsetof(aioev_state, str_write), "write"},
+        {offsetof(aioev_state, str_recvfrom), "recvfrom"},
+        {offsetof(aioev_state, str_recvfrom_into), "recvfrom_into"},
+        {offsetof(aioev_state, str_sendto), "sendto"},
+        {offsetof(aioev_state, str_setblocking), "setblocking"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         PyObject **slot = (PyObject **)((char *)st + names[i].offset);

@@ -216,6 +216,10 @@ typedef struct {
     PyObject *str_is_closing;
     PyObject *str_write;
     PyObject *str_fileno;
+    PyObject *str_recvfrom;
+    PyObject *str_recvfrom_into;
+    PyObject *str_sendto;
+    PyObject *str_setblocking;
     uint64_t task_name_counter;
 
     /* Freed Handle/TimerHandle memory kept for reuse (handle.c): saves

@@ -164,40 +164,41 @@ try_sendall(SockOpObj *op, PyObject **res)
     return 1;
 }
 
-static PyObject *
-call_method_2(PyObject *obj, const char *name, PyObject *a, PyObject *b)
-{
-    PyObject *meth = PyObject_GetAttrString(obj, name);
-    if (meth == NULL) {
-        return NULL;
-    }
-    PyObject *args[2] = {a, b};
-    PyObject *r = PyObject_Vectorcall(meth, args, 2, NULL);
-    Py_DECREF(meth);
-    return r;
-}
-
 /* Operations that need address handling go through the socket object. */
 static int
 try_method(SockOpObj *op, PyObject **res)
 {
-    PyObject *r;
+    aioev_state *st = op->loop->state;
+    const size_t self = PY_VECTORCALL_ARGUMENTS_OFFSET | 1;
+    PyObject *args[3] = {op->sock, NULL, NULL}, *n = NULL, *r;
+    if (op->kind == OP_RECVFROM || op->kind == OP_RECVFROM_INTO) {
+        n = PyLong_FromSsize_t(op->n);
+        if (n == NULL) {
+            return -1;
+        }
+    }
     switch (op->kind) {
     case OP_RECVFROM:
-        r = PyObject_CallMethod(op->sock, "recvfrom", "n", op->n);
+        args[1] = n;
+        r = PyObject_VectorcallMethod(st->str_recvfrom, args, self + 1,
+                                      NULL);
         break;
     case OP_RECVFROM_INTO:
-        r = PyObject_CallMethod(op->sock, "recvfrom_into", "On", op->arg,
-                                op->n);
+        args[1] = op->arg;
+        args[2] = n;
+        r = PyObject_VectorcallMethod(st->str_recvfrom_into, args, self + 2,
+                                      NULL);
         break;
     case OP_SENDTO:
-        r = call_method_2(op->sock, "sendto", op->buf.obj, op->arg);
+        args[1] = op->buf.obj;
+        args[2] = op->arg;
+        r = PyObject_VectorcallMethod(st->str_sendto, args, self + 2, NULL);
         break;
     default:  /* OP_ACCEPT */
-        r = PyObject_CallMethod(op->sock, "accept", NULL);
+        r = PyObject_VectorcallMethod(st->str_accept, args, self, NULL);
         if (r != NULL) {
-            PyObject *s = PyObject_CallMethod(PyTuple_GET_ITEM(r, 0),
-                                              "setblocking", "O", Py_False);
+            PyObject *s = PyObject_CallMethodOneArg(
+                PyTuple_GET_ITEM(r, 0), st->str_setblocking, Py_False);
             if (s == NULL) {
                 Py_CLEAR(r);
             }
@@ -205,6 +206,7 @@ try_method(SockOpObj *op, PyObject **res)
         }
         break;
     }
+    Py_XDECREF(n);
     if (r == NULL) {
         return method_would_block();
     }
