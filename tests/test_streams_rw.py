@@ -681,6 +681,112 @@ def test_read_interleaved_with_other_read_methods(loop, kind, side):
     run(loop, main())
 
 
+def test_read_cuts_then_other_methods_and_feeds(loop, kind, side):
+    """read(n) taking the front of a large buffer, then readexactly(),
+    readuntil() and more data arriving, on the same buffer: each sees
+    exactly the bytes left, in order (aioev advances the buffer's start
+    where bytearray would copy the rest to a new block)."""
+    data = payload_of(150_000, seed=3).replace(b"\n", b"x")
+    data = data[:100_000] + b"\n" + data[100_001:]
+
+    async def main():
+        p = await open_pair(kind, limit=2 ** 20)
+        r, w, pr, pw = p.ends(side)
+        pw.write(data[:120_000])
+        await until(lambda: buffered(r) == 120_000)
+        got = [await r.read(65_536)]
+        assert bytes(r._buffer) == data[65_536:120_000]
+        got.append(await r.readexactly(1_000))
+        got.append(await r.readuntil(b"\n"))
+        assert bytes(r._buffer) == data[100_001:120_000]
+        pw.write(data[120_000:])
+        await until(lambda: buffered(r) == 50_000 - 1)
+        got.append(await r.read(10))
+        got.append(await r.read(100_000))
+        assert buffered(r) == 0
+        pw.write(b"tail")
+        got.append(await r.read(100))
+        await p.close()
+        return got
+    got = run(loop, main())
+    assert [len(g) for g in got] == [65_536, 1_000, 33_465, 10, 49_989, 4]
+    assert b"".join(got) == data + b"tail"
+
+
+def test_read_with_the_buffer_exported(loop, kind, side):
+    """A memoryview held on the reader's buffer: read() raises BufferError
+    (asyncio's del of the buffer's front cannot resize it), taking part or
+    all of it, and the data stays; released, read() gets it all."""
+    async def main():
+        p = await open_pair(kind)
+        r, w, pr, pw = p.ends(side)
+        pw.write(b"0123456789" * 1000)
+        await until(lambda: buffered(r) == 10_000)
+        view = memoryview(r._buffer)
+        errors = []
+        for n in (10, 10_000, 50_000):
+            try:
+                await r.read(n)
+            except BufferError as exc:
+                errors.append(str(exc))
+        assert buffered(r) == 10_000
+        view.release()
+        got = await r.read(4_000) + await r.read(10_000)
+        await p.close()
+        return errors, got
+    errors, got = run(loop, main())
+    assert len(errors) == 3
+    assert all("exports" in e for e in errors), errors
+    assert got == b"0123456789" * 1000
+
+
+def test_many_connections_large_messages_at_once(loop, kind):
+    """40 connections at a time each echoing 15 messages of 20 KB to
+    300 KB through read()/write()/drain(): the readers' buffers grow and
+    empty at the same time (aioev passes their memory blocks from one
+    to the next), and every byte comes back to its own connection."""
+    rng = random.Random(21)
+    pool = rng.randbytes(600_000)
+    plans = [[rng.randint(20_000, 300_000) for _ in range(15)]
+             for _ in range(40)]
+    echoed = []
+
+    async def main():
+        server, r0, w0, tmpdir = await serve_and_connect(
+            kind, stream_echo_handler, 2 ** 16)
+        w0.close()
+        await w0.wait_closed()
+        address = server.sockets[0].getsockname()
+
+        async def client(i, sizes):
+            if kind == "tcp":
+                r, w = await asyncio.open_connection(*address[:2])
+            else:
+                r, w = await asyncio.open_unix_connection(address)
+            for j, size in enumerate(sizes):
+                start = (i * 7919 + j * 104_729) % (len(pool) - size)
+                chunk = pool[start:start + size]
+                w.write(chunk)
+                await w.drain()
+                got = bytearray()
+                while len(got) < size:
+                    piece = await r.read(65_536)
+                    assert piece, "EOF in the middle of an echo"
+                    got += piece
+                assert got == chunk, (i, j)
+                echoed.append(size)
+            w.close()
+            await w.wait_closed()
+        await asyncio.gather(*(client(i, sizes)
+                               for i, sizes in enumerate(plans)))
+        assert sorted(echoed) == sorted(sum(plans, []))
+        server.close()
+        await server.wait_closed()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    run(loop, main(), timeout=60)
+
+
 # ---------------------------------------------------------------------------
 # write()
 

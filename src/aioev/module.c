@@ -88,6 +88,7 @@ module_clear(PyObject *mod)
 {
     aioev_state *st = aioev_get_state(mod);
     aioev_handle_freelist_clear(st);
+    aioev_blocks_clear(st);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);

@@ -122,6 +122,10 @@ aioev_str_eq(PyObject *str, const char *ascii)
  * ------------------------------------------------------------------------ */
 
 #define AIOEV_FREELIST_MAX 256
+/* Free StreamReader buffer blocks kept (streamrw.c): how many, how many
+ * bytes in all. */
+#define AIOEV_BLOCKS_MAX 64
+#define AIOEV_BLOCKS_BUDGET (4 * 1024 * 1024)
 
 /* How many of asyncio's stream methods streamrw.c stands for. */
 #define AIOEV_STREAMRW_ORIG 7
@@ -226,6 +230,12 @@ typedef struct {
      * the allocation and the GC's allocation count per call_soon. */
     struct HandleObj *handle_free[AIOEV_FREELIST_MAX];
     struct HandleObj *timer_free[AIOEV_FREELIST_MAX];
+    /* StreamReader buffers' memory blocks kept between messages
+     * (streamrw.c): PyObject_Malloc'd, at most AIOEV_BLOCKS_MAX of them
+     * and AIOEV_BLOCKS_BUDGET bytes in all. */
+    struct { char *p; Py_ssize_t size; } blocks[AIOEV_BLOCKS_MAX];
+    int blocks_n;
+    Py_ssize_t blocks_bytes;
     int handle_free_n;
     int timer_free_n;
     int freelist_on;           /* cleared once the module is torn down */
@@ -417,6 +427,12 @@ PyObject *aioev_stream_write(PyObject *transport, PyObject *data);
  * subclasses with read() / write() and drain() in C, when it is exactly
  * asyncio's class with asyncio's methods (streamrw.c). Never fail. */
 void aioev_streamrw_adopt_reader(aioev_state *st, PyObject *reader);
+/* buf (an exact bytearray) += data[:n], as extend() would, in a kept
+ * block when its own is too small. */
+int aioev_buffer_extend(aioev_state *st, PyObject *buf, const char *data,
+                        Py_ssize_t n);
+/* Frees the kept blocks (module teardown). */
+void aioev_blocks_clear(aioev_state *st);
 void aioev_streamrw_adopt_writer(aioev_state *st, PyObject *writer);
 /* A server's StreamReaderProtocol: its client_connected_cb is wrapped so
  * that the StreamWriter it is given is switched first. Never fails. */

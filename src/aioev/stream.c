@@ -469,12 +469,10 @@ feed_stream_reader(StreamObj *t, const char *data, Py_ssize_t n)
     if (buf == NULL || !PyByteArray_CheckExact(buf)) {
         goto done;
     }
-    Py_ssize_t old = PyByteArray_GET_SIZE(buf);
-    if (PyByteArray_Resize(buf, old + n) < 0) {
+    if (aioev_buffer_extend(st, buf, data, n) < 0) {
         rc = -1;  /* e.g. BufferError, as extend() would raise */
         goto done;
     }
-    memcpy(PyByteArray_AS_STRING(buf) + old, data, (size_t)n);
     rc = 1;
 
     /* _wakeup_waiter() */

@@ -154,6 +154,119 @@ maybe_resume_transport(aioev_state *st, PyObject *rdict, PyObject *reader,
     return resume_transport(st, rdict, reader);
 }
 
+/* ------------------------------------------------------------------------
+ * The reader's bytearray between messages
+ *
+ * A message read whole leaves the buffer empty, and bytearray frees its
+ * memory; the next message allocates as much again. For large messages,
+ * and many connections at a time, those blocks come and go at the top of
+ * the heap, where glibc gives memory back to the kernel and faults it in
+ * again. So an emptied buffer's block is kept (a few MiB at most, for
+ * the module: see AIOEV_BLOCKS_*) for the next buffer that outgrows its
+ * own; and taking the front of a buffer advances its start, as bytearray
+ * does for small cuts, instead of copying the rest to a new block. The
+ * bytearray states made are ones bytearray makes itself. Buffers with
+ * exports are left to bytearray (which refuses to resize them).
+ * ------------------------------------------------------------------------ */
+
+#define BLOCK_MIN 4096
+#define BLOCK_MAX (256 * 1024)
+
+/* Keeps a block freed from a buffer, or frees it. */
+static void
+block_put(aioev_state *st, char *p, Py_ssize_t size)
+{
+    if (p != NULL && size >= BLOCK_MIN && size <= BLOCK_MAX
+        && st->blocks_n < AIOEV_BLOCKS_MAX
+        && st->blocks_bytes + size <= AIOEV_BLOCKS_BUDGET) {
+        st->blocks[st->blocks_n].p = p;
+        st->blocks[st->blocks_n].size = size;
+        st->blocks_n++;
+        st->blocks_bytes += size;
+        return;
+    }
+    PyObject_Free(p);
+}
+
+/* A kept block of at least size bytes (its size in *got), or NULL. */
+static char *
+block_take(aioev_state *st, Py_ssize_t size, Py_ssize_t *got)
+{
+    for (int i = st->blocks_n - 1; i >= 0; i--) {
+        if (st->blocks[i].size >= size) {
+            char *p = st->blocks[i].p;
+            *got = st->blocks[i].size;
+            st->blocks_bytes -= *got;
+            st->blocks[i] = st->blocks[--st->blocks_n];
+            return p;
+        }
+    }
+    return NULL;
+}
+
+void
+aioev_blocks_clear(aioev_state *st)
+{
+    while (st->blocks_n > 0) {
+        PyObject_Free(st->blocks[--st->blocks_n].p);
+    }
+    st->blocks_bytes = 0;
+}
+
+/* del buf[:k], for 0 < k < len(buf) */
+static int
+buffer_cut(PyObject *buf, Py_ssize_t k)
+{
+    PyByteArrayObject *b = (PyByteArrayObject *)buf;
+    if (b->ob_exports > 0) {
+        return PySequence_DelSlice(buf, 0, k);  /* raises, as del would */
+    }
+    b->ob_start += k;
+    Py_SET_SIZE(b, Py_SIZE(b) - k);
+    return 0;
+}
+
+/* buf = bytearray() (del buf[:]), its block kept. */
+static int
+buffer_empty(aioev_state *st, PyObject *buf)
+{
+    PyByteArrayObject *b = (PyByteArrayObject *)buf;
+    if (b->ob_exports > 0) {
+        return PyByteArray_Resize(buf, 0);  /* raises, as del would */
+    }
+    block_put(st, b->ob_bytes, b->ob_alloc);
+    b->ob_bytes = b->ob_start = NULL;  /* as bytearray() is */
+    b->ob_alloc = 0;
+    Py_SET_SIZE(b, 0);
+    return 0;
+}
+
+int
+aioev_buffer_extend(aioev_state *st, PyObject *buf, const char *data,
+                    Py_ssize_t n)
+{
+    PyByteArrayObject *b = (PyByteArrayObject *)buf;
+    Py_ssize_t old = Py_SIZE(b), got;
+    Py_ssize_t need = old + n + 1;  /* with bytearray's trailing NUL */
+    char *p;
+    if (b->ob_exports == 0 && (b->ob_start - b->ob_bytes) + need > b->ob_alloc
+        && (p = block_take(st, need, &got)) != NULL) {
+        if (old > 0) {
+            memcpy(p, b->ob_start, (size_t)old);
+        }
+        block_put(st, b->ob_bytes, b->ob_alloc);
+        b->ob_bytes = b->ob_start = p;
+        b->ob_alloc = got;
+        Py_SET_SIZE(b, old + n);
+        p[old + n] = '\0';
+    }
+    else if (PyByteArray_Resize(buf, old + n) < 0) {
+        return -1;
+    }
+    memcpy(PyByteArray_AS_STRING(buf) + old, data, (size_t)n);
+    return 0;
+}
+
 /* The end of read(): take up to n bytes from the front of the buffer.
  * New reference, or NULL. */
 static PyObject *
@@ -171,9 +284,8 @@ read_take(aioev_state *st, PyObject *rdict, PyObject *reader, Py_ssize_t n)
         /* del buf[:k]; taking it all is a resize to 0 (the same state,
          * without a slice object, and a shrink in place) */
         if (data == NULL
-            || (k == PyByteArray_GET_SIZE(buf)
-                ? PyByteArray_Resize(buf, 0)
-                : PySequence_DelSlice(buf, 0, k)) < 0) {
+            || (k == PyByteArray_GET_SIZE(buf) ? buffer_empty(st, buf)
+                                               : buffer_cut(buf, k)) < 0) {
             goto error;
         }
     }
