@@ -28,6 +28,11 @@ __all__ = ("Loop", "Future", "Task", "EventLoopPolicy", "new_event_loop",
 _PolicyBase = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None)
 if _PolicyBase is None:  # 3.14 renamed it when policies were deprecated
     _PolicyBase = _asyncio.events._BaseDefaultEventLoopPolicy
+if _sys.platform != "win32":
+    # The Unix default policy: up to 3.13 it is where subprocesses get
+    # their child watcher (asyncio.get_child_watcher() asks the policy).
+    _PolicyBase = getattr(_asyncio.unix_events,
+                          "_UnixDefaultEventLoopPolicy", _PolicyBase)
 
 
 def new_event_loop():

@@ -391,7 +391,8 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
                 "_connect_sock", "create_server", "_create_server_getaddrinfo",
                 "connect_accepted_socket", "create_datagram_endpoint",
                 "connect_read_pipe", "connect_write_pipe", "subprocess_exec",
-                "subprocess_shell", "sendfile", "start_tls")),
+                "subprocess_shell", "_log_subprocess", "sendfile",
+                "start_tls")),
             (_Sel, (
                 "_make_ssl_transport",
                 "_make_datagram_transport",

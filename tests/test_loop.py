@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import sys
 import time
 
 import pytest
@@ -819,6 +820,55 @@ def test_debug_mode_callback_exception_has_source_traceback(loop, errors):
     assert tb, ctx
     assert any(frame.name == "test_debug_mode_callback_exception_has_"
                "source_traceback" for frame in tb)
+
+
+def test_debug_done_callback_runs_as_a_handle(loop, caplog):
+    # In debug mode the default exception handler reads
+    # loop._current_handle._source_traceback: for a future's done
+    # callback that is a Handle (asyncio runs it as one), so a report made
+    # from the callback is logged as it is, not lost to an AttributeError
+    # ("Exception in default exception handler").  The slow-callback
+    # warning names the Handle too.
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    seen = []
+
+    def on_done(fut):
+        seen.append(type(loop._current_handle).__name__)
+        loop.default_exception_handler(
+            {"message": "reported from a done callback"})
+        time.sleep(0.03)
+
+    async def main():
+        fut = loop.create_future()
+        fut.add_done_callback(on_done)
+        fut.set_result(None)
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_until_complete(main())
+    msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert seen == ["Handle"]
+    assert any(m.startswith("reported from a done callback")
+               for m in msgs), msgs
+    assert not any("default exception handler" in m for m in msgs), msgs
+    assert any(m.startswith("Executing <Handle") and "on_done" in m
+               and "took" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_subprocess_in_debug_mode(loop, debug):
+    # Debug mode logs each subprocess it starts (asyncio's
+    # _log_subprocess): the loop must have that helper.
+    loop.set_debug(debug)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "print('hi')",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return out, proc.returncode
+    assert loop.run_until_complete(main()) == (b"hi\n", 0)
 
 
 def test_debug_coroutine_origin_tracking(loop):

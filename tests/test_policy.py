@@ -101,6 +101,23 @@ def test_install(aioev, restore_policy):
     assert asyncio.run(main()) is aioev.Loop
 
 
+@ignore_policy_deprecation
+def test_install_then_subprocess(aioev, restore_policy):
+    # Up to 3.13, asyncio's Unix subprocess support asks the policy for
+    # its child watcher: aioev's policy must be the Unix one, so that
+    # programs run under install() (or python -m aioev) can spawn.
+    aioev.install()
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "print('hi')",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return type(asyncio.get_running_loop()), out, proc.returncode
+
+    assert asyncio.run(main()) == (aioev.Loop, b"hi\n", 0)
+
+
 def test_run(aioev):
     async def main(x):
         await asyncio.sleep(0.001)

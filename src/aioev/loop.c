@@ -499,10 +499,28 @@ static int
 run_item_debug(LoopObj *self, ready_item *it)
 {
     aioev_state *st = self->state;
-    double t0 = monotonic_now();
+    PyObject *shown;  /* what _current_handle and the warning show */
     int rc;
 
-    Py_XSETREF(self->current_handle, Py_NewRef(it->a));
+    if (it->kind == READY_FUT_CALLBACK) {
+        /* asyncio runs a done callback as a Handle, and what reads
+         * _current_handle (the default exception handler) expects one */
+        PyObject *args = PyTuple_Pack(1, it->b);
+        shown = args == NULL ? NULL
+            : (PyObject *)aioev_handle_new(st, st->HandleType,
+                                           (PyObject *)self, it->a, args,
+                                           it->c);
+        Py_XDECREF(args);
+        if (shown == NULL) {
+            return -1;
+        }
+        aioev_handle_track(shown);
+    }
+    else {
+        shown = Py_NewRef(it->a);  /* a Handle, or a Task for its steps */
+    }
+    double t0 = monotonic_now();
+    Py_XSETREF(self->current_handle, Py_NewRef(shown));
     rc = run_item(self, it);
     Py_CLEAR(self->current_handle);
     double dt = monotonic_now() - t0;
@@ -510,13 +528,14 @@ run_item_debug(LoopObj *self, ready_item *it)
         PyObject *exc = PyErr_GetRaisedException();
         PyObject *r = PyObject_CallMethod(st->logger, "warning", "sOd",
                                           "Executing %s took %.3f seconds",
-                                          it->a, dt);
+                                          shown, dt);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
         Py_XDECREF(r);
         PyErr_SetRaisedException(exc);
     }
+    Py_DECREF(shown);
     return rc;
 }
 
