@@ -46,9 +46,12 @@ def test_pending_state(loop):
     fut = loop.create_future()
     assert not fut.done()
     assert not fut.cancelled()
-    with pytest.raises(asyncio.InvalidStateError):
+    # The messages of asyncio's C Future (the default one).
+    with pytest.raises(asyncio.InvalidStateError,
+                       match=r"^Result is not set\.$"):
         fut.result()
-    with pytest.raises(asyncio.InvalidStateError):
+    with pytest.raises(asyncio.InvalidStateError,
+                       match=r"^Exception is not set\.$"):
         fut.exception()
     assert fut._state == "PENDING"
     fut.cancel()

@@ -871,6 +871,22 @@ def test_subprocess_in_debug_mode(loop, debug):
     assert loop.run_until_complete(main()) == (b"hi\n", 0)
 
 
+def test_call_later_checks_name_call_at(loop):
+    # asyncio's call_later() is call_at(), whose debug-mode checks name
+    # call_at() in their messages.
+    loop.set_debug(True)
+
+    async def coro_fn():
+        pass
+
+    with pytest.raises(TypeError,
+                       match=r"^coroutines cannot be used with call_at\(\)$"):
+        loop.call_later(0.1, coro_fn)
+    with pytest.raises(TypeError,
+                       match=r"^a callable object was expected by call_at\(\)"):
+        loop.call_later(0.1, 42)
+
+
 def test_debug_coroutine_origin_tracking(loop):
     import sys
     loop.set_debug(True)

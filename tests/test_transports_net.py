@@ -1142,3 +1142,30 @@ def test_write_after_drained_close_touches_no_fd(aioev_loop):
             b.close()
             await close_all((ctr, cproto), (str_, sproto))
     run(loop, main())
+
+
+def test_transport_repr_follows_its_state(loop):
+    # asyncio's selector transports' repr, class name aside: the fd, and
+    # while the transport is not closed (and the loop open) what the loop
+    # watches it for and the write buffer's size.
+    async def main():
+        a, b = socket.socketpair()
+        t, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        fd = a.fileno()
+        got = [repr(t)]
+        t.pause_reading()
+        got.append(repr(t))
+        t.resume_reading()
+        t.close()
+        got.append(repr(t))
+        await asyncio.sleep(0.01)
+        got.append(repr(t))
+        b.close()
+        return t, fd, got
+    t, fd, got = run(loop, main())
+    assert [g.split(" ", 1)[1] for g in got] == [
+        f"fd={fd} read=polling write=<idle, bufsize=0>>",
+        f"fd={fd} read=idle write=<idle, bufsize=0>>",
+        f"closing fd={fd} read=idle write=<idle, bufsize=0>>",
+        f"closed fd={fd}>",
+    ]

@@ -312,7 +312,7 @@ aioev_future_get_result(aioev_state *st, FutureObj *fut, PyObject **res)
         return -1;
     }
     if (fut->fut_state != STATE_FINISHED) {
-        PyErr_SetString(st->InvalidStateError, "Result is not ready.");
+        PyErr_SetString(st->InvalidStateError, "Result is not set.");
         return -1;
     }
     fut->fut_log_tb = 0;

@@ -441,8 +441,14 @@ remove_impl(LoopObj *loop, int writer, PyObject *fileobj)
     return PyBool_FromLong(rc);
 }
 
-/* The selectors-style mask (1 read, 2 write) watched on fd: what
- * asyncio's transports ask their loop's selector for their repr. */
+int
+aioev_io_events(LoopObj *loop, int fd)
+{
+    io_entry *e = fd >= 0 ? io_get(loop, fd, 0) : NULL;
+    return e == NULL ? 0 : (e->reader ? 1 : 0) | (e->writer ? 2 : 0);
+}
+
+/* What asyncio's transports ask their loop's selector for their repr. */
 static PyObject *
 loop_fd_events(LoopObj *loop, PyObject *fileobj)
 {
@@ -450,9 +456,7 @@ loop_fd_events(LoopObj *loop, PyObject *fileobj)
     if (fd < 0) {
         return NULL;
     }
-    io_entry *e = io_get(loop, fd, 0);
-    return PyLong_FromLong(e == NULL ? 0
-                           : (e->reader ? 1 : 0) | (e->writer ? 2 : 0));
+    return PyLong_FromLong(aioev_io_events(loop, fd));
 }
 
 static PyObject *

@@ -904,7 +904,8 @@ loop_call_later(LoopObj *self, PyObject *const *args, size_t nargsf,
         || aioev_loop_check_closed(self) < 0) {
         return NULL;
     }
-    return call_at_impl(self, "call_later", monotonic_now() + delay,
+    /* asyncio's call_later() is call_at(): its checks name that */
+    return call_at_impl(self, "call_at", monotonic_now() + delay,
                         args + 1, nargs - 1, context);
 }
 

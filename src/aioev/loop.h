@@ -101,6 +101,8 @@ int aioev_io_remove_owned(LoopObj *loop, int fd, int writer,
  * nothing (unless it came in the last microseconds), so a sock_* op may
  * wait at once instead of paying a failing syscall first. */
 int aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner);
+/* The selectors-style mask (1 read, 2 write) of what fd is watched for. */
+int aioev_io_events(LoopObj *loop, int fd);
 /* At the start of each iteration: disarm watches lingering since before
  * the previous one. */
 void aioev_io_sweep(LoopObj *loop);

@@ -38,6 +38,7 @@ typedef struct {
     Py_ssize_t high_water;
     Py_ssize_t low_water;
     int fd;
+    int sock_fd;               /* fd, kept after close for the repr */
     int conn_lost;
     int closing;
     int eof;
@@ -1187,7 +1188,7 @@ stream_init(StreamObj *t, PyObject *args, PyObject *kwds)
     if (r == NULL) {
         return -1;
     }
-    t->fd = (int)PyLong_AsLong(r);
+    t->fd = t->sock_fd = (int)PyLong_AsLong(r);
     Py_DECREF(r);
     if (t->fd == -1 && PyErr_Occurred()) {
         return -1;
@@ -1260,7 +1261,7 @@ stream_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
-    t->fd = -1;
+    t->fd = t->sock_fd = -1;
     t->read_cb = PyObject_GetAttrString((PyObject *)t, "_read_ready");
     t->write_cb = PyObject_GetAttrString((PyObject *)t, "_write_ready");
     if (t->read_cb == NULL || t->write_cb == NULL) {
@@ -1273,12 +1274,18 @@ stream_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 static PyObject *
 stream_repr(StreamObj *t)
 {
+    /* asyncio's: what the loop watches the fd for, until it is closed */
     const char *state = t->sock == NULL ? " closed"
                         : t->closing ? " closing" : "";
+    if (t->sock == NULL || t->loop == NULL || t->loop->closed) {
+        return PyUnicode_FromFormat("<StreamTransport%s fd=%d>", state,
+                                    t->sock_fd);
+    }
+    int events = aioev_io_events(t->loop, t->sock_fd);
     return PyUnicode_FromFormat("<StreamTransport%s fd=%d read=%s "
-                                "write=<%s, bufsize=%zu>>", state, t->fd,
-                                t->paused ? "idle" : "polling",
-                                t->wlen ? "polling" : "idle", t->wlen);
+                                "write=<%s, bufsize=%zu>>", state,
+                                t->sock_fd, events & 1 ? "polling" : "idle",
+                                events & 2 ? "polling" : "idle", t->wlen);
 }
 
 /* Unclosed at exit: ResourceWarning and close the socket, as asyncio. */
