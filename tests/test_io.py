@@ -179,6 +179,29 @@ def test_reader_exception_goes_to_handler(loop, errors, sockpair):
     assert "handle" in ctx
 
 
+def test_debug_mode_reader_exception_has_source_traceback(loop, errors,
+                                                          sockpair):
+    """In debug mode add_reader's handle records where it was added (its
+    _source_traceback, as asyncio's Handle does), and the report of a
+    failing reader carries it."""
+    a, b = sockpair
+    loop.set_debug(True)
+
+    def bad():
+        a.recv(100)
+        loop.remove_reader(a.fileno())
+        raise ValueError("reader error")
+
+    loop.add_reader(a.fileno(), bad)
+    b.send(b"1")
+    run_until(loop, lambda: len(errors))
+    ctx = errors.take_one()
+    assert isinstance(ctx["exception"], ValueError)
+    assert "created at" in repr(ctx["handle"])
+    assert any(frame.name == "test_debug_mode_reader_exception_has_source_"
+               "traceback" for frame in ctx["source_traceback"])
+
+
 def test_reader_eof_on_peer_close(loop, sockpair):
     a, b = sockpair
     got = []

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -738,6 +739,31 @@ def test_read_with_the_buffer_exported(loop, kind, side):
     assert len(errors) == 3
     assert all("exports" in e for e in errors), errors
     assert got == b"0123456789" * 1000
+
+
+def test_small_message_after_large_ones_takes_a_small_buffer(loop, kind,
+                                                            side):
+    """Large messages read whole, then a small one that waits in the
+    buffer: the buffer holds about its size, not a block a large message
+    left (aioev keeps emptied buffers' blocks for later large ones)."""
+    big = payload_of(200_000, seed=5)
+
+    async def main():
+        p = await open_pair(kind, limit=2 ** 20)
+        r, w, pr, pw = p.ends(side)
+        for _ in range(3):
+            pw.write(big)
+            got = bytearray()
+            while len(got) < len(big):
+                got += await r.read(2 ** 20)
+            assert got == big
+        pw.write(b"y" * 1_000)
+        await until(lambda: buffered(r) == 1_000)
+        size = sys.getsizeof(r._buffer)
+        assert await r.read(5_000) == b"y" * 1_000
+        await p.close()
+        return size
+    assert run(loop, main()) < 16_384
 
 
 def test_many_connections_large_messages_at_once(loop, kind):

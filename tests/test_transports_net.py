@@ -429,6 +429,33 @@ def test_pause_resume_reading(loop):
     run(loop, main())
 
 
+def test_debug_mode_logs(loop, caplog):
+    """In debug mode the loop's debug log says what asyncio's says: a
+    server's new connection, a transport pausing and resuming reading,
+    and the EOF it received."""
+    loop.set_debug(True)
+
+    async def main():
+        ctr, cproto, str_, sproto = await tcp_pair(loop)
+        try:
+            str_.pause_reading()
+            str_.resume_reading()
+            ctr.write_eof()
+            await sproto.wait_eof()
+        finally:
+            await close_all((ctr, cproto), (str_, sproto))
+        return repr(str_)
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        server_transport = run(loop, main())
+    msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert any(m.startswith("<Server") and " got a new connection from "
+               in m for m in msgs), msgs
+    fd = server_transport.split("fd=")[1].split()[0].rstrip(">")
+    for what in ("pauses reading", "resumes reading", "received EOF"):
+        assert any(m.endswith(what) and "fd=" + fd in m for m in msgs), \
+            (what, msgs)
+
+
 def test_write_buffer_limits(loop):
     async def main():
         ctr, cproto, str_, sproto = await tcp_pair(loop)

@@ -408,7 +408,8 @@ add_impl(LoopObj *loop, int writer, const char *fname, PyObject *const *args,
     if (h != NULL) {
         PyObject_GC_Track(h);  /* outlives any one queueing */
     }
-    if (h == NULL || io_set_side(loop, fd, writer, h) < 0) {
+    if (h == NULL || aioev_handle_trace(loop, h) < 0
+        || io_set_side(loop, fd, writer, h) < 0) {
         goto error;
     }
     Py_DECREF(tuple);

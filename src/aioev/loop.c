@@ -344,6 +344,18 @@ aioev_is_loop(aioev_state *st, PyObject *obj)
 }
 
 int
+aioev_handle_trace(LoopObj *self, HandleObj *h)
+{
+    if (!self->debug) {
+        return 0;
+    }
+    PyObject *frame = (PyObject *)PyEval_GetFrame();  /* borrowed */
+    h->source_tb = PyObject_CallOneArg(self->state->extract_stack,
+                                       frame ? frame : Py_None);
+    return h->source_tb ? 0 : -1;
+}
+
+int
 aioev_loop_get_debug(LoopObj *self)
 {
     return self->debug;
@@ -775,13 +787,8 @@ make_handle(LoopObj *self, PyTypeObject *tp, const char *fname,
     if (h == NULL) {
         goto error;
     }
-    if (self->debug) {
-        PyObject *frame = (PyObject *)PyEval_GetFrame();  /* borrowed */
-        h->source_tb = PyObject_CallOneArg(st->extract_stack,
-                                           frame ? frame : Py_None);
-        if (h->source_tb == NULL) {
-            Py_CLEAR(h);
-        }
+    if (aioev_handle_trace(self, h) < 0) {
+        Py_CLEAR(h);
     }
 error:
     Py_XDECREF(tuple);

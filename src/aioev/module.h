@@ -358,6 +358,8 @@ int aioev_loop_check_closed(LoopObj *loop);
  * mode, this is the loop's thread. */
 int aioev_loop_check_call_soon(LoopObj *loop);
 int aioev_loop_get_debug(LoopObj *loop);
+/* In debug mode, h's _source_traceback: where the caller's frame is. */
+int aioev_handle_trace(LoopObj *loop, HandleObj *h);
 int aioev_loop_is_running(LoopObj *loop);
 int aioev_loop_is_closed(LoopObj *loop);
 /* loop.create_future() for our own loop, without the method lookup. */

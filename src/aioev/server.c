@@ -291,6 +291,19 @@ loop_accept_connections(LoopObj *self, PyObject *const *args,
             Py_DECREF(res);
             goto error;
         }
+        if (self->debug) {
+            PyObject *r = PyObject_CallMethod(
+                st->logger, "debug", "sOOO",
+                "%r got a new connection from %r: %r", server,
+                PyTuple_GET_ITEM(res, 1), conn);
+            if (r == NULL) {
+                close_conn(conn);
+                Py_DECREF(conn);
+                Py_DECREF(res);
+                goto error;
+            }
+            Py_DECREF(r);
+        }
         int rc = setup_connection(self, factory, conn,
                                   PyTuple_GET_ITEM(res, 1), server);
         Py_DECREF(conn);

@@ -150,6 +150,23 @@ force_close(StreamObj *t, PyObject *exc)
     return rc;
 }
 
+/* logger.debug("%r <what>", t) in debug mode, as asyncio's transports
+ * say what they do. -1 with an exception set if logging raised. */
+static int
+debug_log(StreamObj *t, const char *what)
+{
+    if (!aioev_loop_get_debug(t->loop)) {
+        return 0;
+    }
+    PyObject *fmt = PyUnicode_FromFormat("%%r %s", what);
+    PyObject *r = fmt ? PyObject_CallMethod(t->loop->state->logger, "debug",
+                                            "OO", fmt, (PyObject *)t)
+                      : NULL;
+    Py_XDECREF(fmt);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 /* Takes the raised exception: reports it (OSErrors only in debug mode, as
  * asyncio) and force-closes with it. */
 static void
@@ -248,6 +265,9 @@ wbuf_append(StreamObj *t, const char *data, size_t n)
 static PyObject *
 on_eof(StreamObj *t)
 {
+    if (debug_log(t, "received EOF") < 0) {
+        return NULL;
+    }
     PyObject *r = PyObject_CallMethod(t->protocol, "eof_received", NULL);
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)
@@ -972,7 +992,7 @@ stream_pause_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     t->paused = 1;
-    if (watch(t, 0, 0) < 0) {
+    if (watch(t, 0, 0) < 0 || debug_log(t, "pauses reading") < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -985,7 +1005,7 @@ stream_resume_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     t->paused = 0;
-    if (watch(t, 0, 1) < 0) {
+    if (watch(t, 0, 1) < 0 || debug_log(t, "resumes reading") < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

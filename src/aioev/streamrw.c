@@ -188,12 +188,13 @@ block_put(aioev_state *st, char *p, Py_ssize_t size)
     PyObject_Free(p);
 }
 
-/* A kept block of at least size bytes (its size in *got), or NULL. */
+/* A kept block of size to 4 * size bytes (its size in *got), or NULL:
+ * a small message takes no large block, which stays for a large one. */
 static char *
 block_take(aioev_state *st, Py_ssize_t size, Py_ssize_t *got)
 {
     for (int i = st->blocks_n - 1; i >= 0; i--) {
-        if (st->blocks[i].size >= size) {
+        if (st->blocks[i].size >= size && st->blocks[i].size / 4 <= size) {
             char *p = st->blocks[i].p;
             *got = st->blocks[i].size;
             st->blocks_bytes -= *got;
