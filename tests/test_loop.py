@@ -822,6 +822,30 @@ def test_debug_mode_callback_exception_has_source_traceback(loop, errors):
                "source_traceback" for frame in tb)
 
 
+def test_debug_mode_done_callback_exception_says_where_it_was_scheduled(
+        loop, errors):
+    """In debug mode a failing done callback's report carries where the
+    future was completed (asyncio's call_soon Handle records it there)."""
+    loop.set_debug(True)
+
+    def bad(fut):
+        raise ValueError("done callback")
+
+    def complete(fut):
+        fut.set_result(1)
+
+    async def main():
+        fut = loop.create_future()
+        fut.add_done_callback(bad)
+        complete(fut)
+        await asyncio.sleep(0)
+    loop.run_until_complete(main())
+    ctx = errors.take_one()
+    assert isinstance(ctx["exception"], ValueError)
+    assert ctx["source_traceback"][-1].name == "complete"
+    assert "created at" in repr(ctx["handle"])
+
+
 def test_debug_done_callback_runs_as_a_handle(loop, caplog):
     # In debug mode the default exception handler reads
     # loop._current_handle._source_traceback: for a future's done

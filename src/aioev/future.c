@@ -55,8 +55,12 @@ future_call_soon(aioev_state *st, FutureObj *fut, PyObject *cb,
             return aioev_loop_enqueue(loop, READY_TASK_WAKEUP, cb,
                                       (PyObject *)fut, NULL);
         }
-        return aioev_loop_enqueue(loop, READY_FUT_CALLBACK, cb,
-                                  (PyObject *)fut, ctx);
+        if (!aioev_loop_get_debug(loop)) {
+            return aioev_loop_enqueue(loop, READY_FUT_CALLBACK, cb,
+                                      (PyObject *)fut, ctx);
+        }
+        /* Debug mode: a Handle, as asyncio's call_soon makes, that says
+         * where the future was completed (its _source_traceback). */
     }
     PyObject *args[5] = {NULL, fut->fut_loop, cb, (PyObject *)fut, ctx};
     return aioev_call_soon_any(st->str_call_soon, st->kw_context, args, 3);
