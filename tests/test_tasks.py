@@ -53,8 +53,26 @@ def test_aioev_task_constructor(aioev_loop, aioev):
     assert aioev_loop.run_until_complete(task) == 2
 
 
-def test_aioev_task_is_future_subclass(aioev):
-    assert issubclass(aioev.Task, aioev.Future)
+def test_aioev_types_are_asyncio_subclasses(aioev_loop, aioev):
+    """isinstance(x, asyncio.Future / asyncio.Task) holds for aioev's
+    futures and tasks, as libraries (tornado, ...) check it."""
+    assert issubclass(aioev.Future, asyncio.Future)
+    assert issubclass(aioev.Task, asyncio.Task)
+    assert issubclass(aioev.Task, asyncio.Future)
+
+    async def main():
+        fut = aioev_loop.create_future()
+        task = asyncio.current_task()
+        other = asyncio.ensure_future(asyncio.sleep(0))
+        wrapped = asyncio.wrap_future(
+            aioev_loop.run_in_executor(None, int, "7"))
+        assert isinstance(fut, asyncio.Future)
+        assert isinstance(task, asyncio.Task)
+        assert isinstance(other, asyncio.Task)
+        assert isinstance(wrapped, asyncio.Future)
+        fut.set_result(1)
+        return await fut + await wrapped
+    assert aioev_loop.run_until_complete(main()) == 8
 
 
 def test_create_task_not_a_coroutine(loop):

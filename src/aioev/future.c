@@ -339,7 +339,6 @@ aioev_future_get_result(aioev_state *st, FutureObj *fut, PyObject **res)
 int
 aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(fut));
     Py_VISIT(fut->fut_loop);
     Py_VISIT(fut->fut_callback0);
     Py_VISIT(fut->fut_context0);
@@ -350,8 +349,33 @@ aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg)
     Py_VISIT(fut->fut_source_tb);
     Py_VISIT(fut->fut_cancel_msg);
     Py_VISIT(fut->fut_cancelled_exc);
-    Py_VISIT(fut->dict);
     return 0;
+}
+
+/* The asyncio part's traverse (its dict, and on 3.12+ the type), after
+ * ours; base is _asyncio's Future or Task. */
+int
+aioev_asyncio_traverse(PyTypeObject *base, PyObject *self, visitproc visit,
+                       void *arg)
+{
+#ifndef AIOEV_PY312
+    Py_VISIT(Py_TYPE(self));  /* 3.10, 3.11: a static base does not */
+#endif
+    return base->tp_traverse(self, visit, arg);
+}
+
+/* Our part is cleared; now the asyncio part (its dict, weakrefs) and the
+ * memory, by the base's dealloc. */
+void
+aioev_asyncio_dealloc(PyTypeObject *base, PyObject *self)
+{
+#ifndef AIOEV_PY312
+    PyTypeObject *tp = Py_TYPE(self);
+    base->tp_dealloc(self);
+    Py_DECREF(tp);  /* 3.10, 3.11: a static base's dealloc does not */
+#else
+    base->tp_dealloc(self);
+#endif
 }
 
 /* Drops the future's state but not its instance dict: a subclass may set
@@ -375,20 +399,25 @@ int
 aioev_future_clear(FutureObj *fut)
 {
     future_reset(fut);
-    Py_CLEAR(fut->dict);
     return 0;
 }
 
 static int
 future_traverse(FutureObj *fut, visitproc visit, void *arg)
 {
-    return aioev_future_traverse(fut, visit, arg);
+    int rc = aioev_future_traverse(fut, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
+    return aioev_asyncio_traverse(AIOEV_STATE(fut)->FutureType->tp_base,
+                                  (PyObject *)fut, visit, arg);
 }
 
 static int
 future_clear(FutureObj *fut)
 {
-    return aioev_future_clear(fut);
+    future_reset(fut);
+    return AIOEV_STATE(fut)->FutureType->tp_base->tp_clear((PyObject *)fut);
 }
 
 void
@@ -439,17 +468,13 @@ aioev_future_finalize(PyObject *self)
 static void
 future_dealloc(FutureObj *fut)
 {
-    PyTypeObject *tp = Py_TYPE(fut);
+    PyTypeObject *base = AIOEV_STATE(fut)->FutureType->tp_base;
     if (PyObject_CallFinalizerFromDealloc((PyObject *)fut) < 0) {
         return;  /* resurrected */
     }
     PyObject_GC_UnTrack(fut);
-    if (fut->fut_weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)fut);
-    }
-    aioev_future_clear(fut);
-    tp->tp_free(fut);
-    Py_DECREF(tp);
+    future_reset(fut);
+    aioev_asyncio_dealloc(base, (PyObject *)fut);
 }
 
 /* ------------------------------------------------------------------------
@@ -706,8 +731,8 @@ future_make_cancelled_error_meth(FutureObj *fut,
     return aioev_future_make_cancelled_error(AIOEV_STATE(fut), fut);
 }
 
-static PyObject *
-future_await(FutureObj *fut)
+PyObject *
+aioev_future_await(FutureObj *fut)
 {
     if (future_ensure_alive(fut) < 0) {
         return NULL;
@@ -927,14 +952,6 @@ PyGetSetDef aioev_future_getset[] = {
     {NULL}
 };
 
-static PyMemberDef future_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(FutureObj, fut_weakreflist),
-     READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(FutureObj, dict), READONLY,
-     NULL},
-    {NULL}
-};
-
 PyDoc_STRVAR(future_doc,
 "Future(*, loop=None)\n--\n\n"
 "A Future represents an eventual result of an asynchronous operation.\n"
@@ -949,11 +966,10 @@ static PyType_Slot future_slots[] = {
     {Py_tp_clear, future_clear},
     {Py_tp_finalize, aioev_future_finalize},
     {Py_tp_repr, future_repr},
-    {Py_tp_iter, future_await},
-    {Py_am_await, future_await},
+    {Py_tp_iter, aioev_future_await},
+    {Py_am_await, aioev_future_await},
     {Py_tp_methods, aioev_future_methods},
     {Py_tp_getset, aioev_future_getset},
-    {Py_tp_members, future_members},
     {0, NULL},
 };
 
@@ -1201,6 +1217,26 @@ static PyType_Spec futureiter_spec = {
     .slots = futureiter_slots,
 };
 
+PyObject *
+aioev_asyncio_base(const char *name)
+{
+    PyObject *mod = PyImport_ImportModule("_asyncio");
+    PyObject *base = mod ? PyObject_GetAttrString(mod, name) : NULL;
+    Py_XDECREF(mod);
+    if (base == NULL) {
+        return NULL;
+    }
+    if (!PyType_Check(base)
+        || ((PyTypeObject *)base)->tp_basicsize > AIOEV_ASYNCIO_PART) {
+        PyErr_Format(PyExc_ImportError, "aioev was built for a smaller "
+                     "_asyncio.%s than this Python's: rebuild aioev for it",
+                     name);
+        Py_DECREF(base);
+        return NULL;
+    }
+    return base;
+}
+
 int
 aioev_future_init_types(PyObject *mod, aioev_state *st)
 {
@@ -1209,8 +1245,13 @@ aioev_future_init_types(PyObject *mod, aioev_state *st)
     if (st->FutureIterType == NULL) {
         return -1;
     }
+    PyObject *base = aioev_asyncio_base("Future");
+    if (base == NULL) {
+        return -1;
+    }
     st->FutureType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        mod, &future_spec, NULL);
+        mod, &future_spec, base);
+    Py_DECREF(base);
     if (st->FutureType == NULL) {
         return -1;
     }

@@ -380,8 +380,25 @@ typedef enum {
     STATE_FINISHED
 } fut_state;
 
+/* Our Future and Task are subclasses of asyncio's own C ones (_asyncio's
+ * Future and Task), so that isinstance(x, asyncio.Future) holds as
+ * libraries expect. Their part of the object comes first; it is never
+ * used (never initialised: every method and slot is ours) and stays
+ * zero. Its size is private to CPython: the space kept here is checked
+ * against it at import (future.c). */
+#if PY_VERSION_HEX >= 0x030E0000
+#define AIOEV_ASYNCIO_PART 192   /* 3.14: Task 168 */
+#elif PY_VERSION_HEX >= 0x030D0000
+#define AIOEV_ASYNCIO_PART 144   /* 3.13: Task 144 */
+#elif PY_VERSION_HEX >= 0x030B0000
+#define AIOEV_ASYNCIO_PART 176   /* 3.11, 3.12: Task 176 */
+#else
+#define AIOEV_ASYNCIO_PART 192   /* 3.10: Task 192 */
+#endif
+
 #define FutureObj_HEAD(prefix)                                      \
     PyObject_HEAD                                                   \
+    char prefix##_asyncio[AIOEV_ASYNCIO_PART - sizeof(PyObject)];   \
     PyObject *prefix##_loop;                                        \
     PyObject *prefix##_callback0;                                   \
     PyObject *prefix##_context0;                                    \
@@ -392,8 +409,6 @@ typedef enum {
     PyObject *prefix##_source_tb;                                   \
     PyObject *prefix##_cancel_msg;                                  \
     PyObject *prefix##_cancelled_exc;                               \
-    PyObject *prefix##_weakreflist;                                 \
-    PyObject *dict;                                                 \
     fut_state prefix##_state;                                       \
     int prefix##_log_tb;                                            \
     int prefix##_blocking;                                          \
@@ -454,7 +469,16 @@ PyObject *aioev_future_make_cancelled_error(aioev_state *st,
 /* -1 error, 0 no result (exception set in *exc), 1 result in *res */
 int aioev_future_get_result(aioev_state *st, FutureObj *fut,
                             PyObject **res);
+/* Our fields only; the slots add the asyncio part's (below). */
 int aioev_future_traverse(FutureObj *fut, visitproc visit, void *arg);
+/* _asyncio.<name>, our types' base, checked to fit AIOEV_ASYNCIO_PART. */
+PyObject *aioev_asyncio_base(const char *name);
+/* The asyncio part's traverse; its dealloc, once ours is cleared. */
+int aioev_asyncio_traverse(PyTypeObject *base, PyObject *self,
+                           visitproc visit, void *arg);
+void aioev_asyncio_dealloc(PyTypeObject *base, PyObject *self);
+/* Future.__await__ / __iter__ (the Task's too). */
+PyObject *aioev_future_await(FutureObj *fut);
 /* One step of `await fut`: yields fut the first time (PYGEN_NEXT), then
  * returns its result or raises (PYGEN_RETURN / PYGEN_ERROR). */
 PySendResult aioev_future_await_step(FutureObj *fut, PyObject **result);

@@ -639,17 +639,30 @@ task_traverse(TaskObj *task, visitproc visit, void *arg)
     Py_VISIT(task->task_coro);
     Py_VISIT(task->task_name);
     Py_VISIT(task->task_context);
-    return aioev_future_traverse((FutureObj *)task, visit, arg);
+    int rc = aioev_future_traverse((FutureObj *)task, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
+    return aioev_asyncio_traverse(AIOEV_STATE(task)->TaskType->tp_base,
+                                  (PyObject *)task, visit, arg);
 }
 
-static int
-task_clear(TaskObj *task)
+/* Our part only. */
+static void
+task_reset(TaskObj *task)
 {
     Py_CLEAR(task->task_fut_waiter);
     Py_CLEAR(task->task_coro);
     Py_CLEAR(task->task_name);
     Py_CLEAR(task->task_context);
-    return aioev_future_clear((FutureObj *)task);
+    aioev_future_clear((FutureObj *)task);
+}
+
+static int
+task_clear(TaskObj *task)
+{
+    task_reset(task);
+    return AIOEV_STATE(task)->TaskType->tp_base->tp_clear((PyObject *)task);
 }
 
 static void
@@ -669,17 +682,13 @@ task_finalize(PyObject *self)
 static void
 task_dealloc(TaskObj *task)
 {
-    PyTypeObject *tp = Py_TYPE(task);
+    PyTypeObject *base = AIOEV_STATE(task)->TaskType->tp_base;
     if (PyObject_CallFinalizerFromDealloc((PyObject *)task) < 0) {
         return;  /* resurrected */
     }
     PyObject_GC_UnTrack(task);
-    if (task->task_weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)task);
-    }
-    task_clear(task);
-    tp->tp_free(task);
-    Py_DECREF(tp);
+    task_reset(task);
+    aioev_asyncio_dealloc(base, (PyObject *)task);
 }
 
 /* ------------------------------------------------------------------------
@@ -908,20 +917,29 @@ static PyGetSetDef task_getset[] = {
     {NULL}
 };
 
+/* Filled once by aioev_task_init_types; sized for both tables. */
+#define TASK_METHODS_MAX 40
+#define TASK_GETSET_MAX 32
+static PyMethodDef task_methods_all[TASK_METHODS_MAX + 1];
+static PyGetSetDef task_getset_all[TASK_GETSET_MAX + 1];
+
 PyDoc_STRVAR(task_doc,
 "Task(coro, *, loop=None, name=None, context=None)\n--\n\n"
 "A coroutine wrapped in a Future; same API as asyncio.Task.");
 
 static PyType_Slot task_slots[] = {
     {Py_tp_doc, (void *)task_doc},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_iter, aioev_future_await},
+    {Py_am_await, aioev_future_await},
     {Py_tp_init, task_init_slot},
     {Py_tp_dealloc, task_dealloc},
     {Py_tp_traverse, task_traverse},
     {Py_tp_clear, task_clear},
     {Py_tp_finalize, task_finalize},
     {Py_tp_repr, task_repr},
-    {Py_tp_methods, task_methods},
-    {Py_tp_getset, task_getset},
+    {Py_tp_methods, task_methods_all},
+    {Py_tp_getset, task_getset_all},
     {0, NULL},
 };
 
@@ -1036,8 +1054,40 @@ aioev_task_init_types(PyObject *mod, aioev_state *st)
     if (st->TaskCallbackType == NULL) {
         return -1;
     }
+    /* Not a subclass of our Future (asyncio's Task is our base): the
+     * Future's methods, attributes and await are listed again, after the
+     * Task's own (the first of a name wins). */
+    if (task_methods_all[0].ml_name == NULL) {
+        int n = 0;
+        for (PyMethodDef *d = task_methods; d->ml_name; d++) {
+            task_methods_all[n++] = *d;
+        }
+        for (PyMethodDef *d = aioev_future_methods; d->ml_name; d++) {
+            if (n == TASK_METHODS_MAX) {
+                PyErr_SetString(PyExc_SystemError, "TASK_METHODS_MAX");
+                return -1;
+            }
+            task_methods_all[n++] = *d;
+        }
+        n = 0;
+        for (PyGetSetDef *d = task_getset; d->name; d++) {
+            task_getset_all[n++] = *d;
+        }
+        for (PyGetSetDef *d = aioev_future_getset; d->name; d++) {
+            if (n == TASK_GETSET_MAX) {
+                PyErr_SetString(PyExc_SystemError, "TASK_GETSET_MAX");
+                return -1;
+            }
+            task_getset_all[n++] = *d;
+        }
+    }
+    PyObject *base = aioev_asyncio_base("Task");
+    if (base == NULL) {
+        return -1;
+    }
     st->TaskType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        mod, &task_spec, (PyObject *)st->FutureType);
+        mod, &task_spec, base);
+    Py_DECREF(base);
     if (st->TaskType == NULL) {
         return -1;
     }
