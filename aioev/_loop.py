@@ -26,6 +26,9 @@ _Base = base_events.BaseEventLoop
 _Unix = unix_events._UnixSelectorEventLoop
 _Sel = selector_events.BaseSelectorEventLoop
 _PY_TRANSPORT = bool(os.environ.get("AIOEV_PY_TRANSPORT"))
+# 3.14 deprecates coroutines.iscoroutinefunction; asyncio uses this one.
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction",
+                               coroutines.iscoroutinefunction)
 
 # What asyncio checks on a transport before loop.sendfile and start_tls.
 _core.StreamTransport._sendfile_compatible = (
@@ -171,7 +174,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     def add_signal_handler(self, sig, callback, *args):
         """Add a handler for a UNIX signal."""
         if (coroutines.iscoroutine(callback)
-                or coroutines.iscoroutinefunction(callback)):
+                or _iscoroutinefunction(callback)):
             raise TypeError("coroutines cannot be used "
                             "with add_signal_handler()")
         self._check_signal(sig)

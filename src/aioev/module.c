@@ -237,8 +237,14 @@ module_exec(PyObject *mod)
          "get_event_loop"},
         {offsetof(aioev_state, iscoroutine), "asyncio.coroutines",
          "iscoroutine"},
+#if PY_VERSION_HEX >= 0x030E0000
+        /* 3.14 deprecates the public name; asyncio itself uses this one */
+        {offsetof(aioev_state, iscoroutinefunction), "asyncio.coroutines",
+         "_iscoroutinefunction"},
+#else
         {offsetof(aioev_state, iscoroutinefunction), "asyncio.coroutines",
          "iscoroutinefunction"},
+#endif
         {offsetof(aioev_state, register_task), "asyncio.tasks",
          "_register_task"},
         {offsetof(aioev_state, enter_task), "asyncio.tasks", "_enter_task"},
