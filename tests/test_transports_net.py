@@ -6,6 +6,7 @@ loop; these tests are the contract a native C transport has to keep.
 """
 
 import asyncio
+import gc
 import io
 import hashlib
 import logging
@@ -13,6 +14,7 @@ import os
 import socket
 import struct
 import sys
+import warnings
 
 import pytest
 
@@ -454,6 +456,34 @@ def test_debug_mode_logs(loop, caplog):
     for what in ("pauses reading", "resumes reading", "received EOF"):
         assert any(m.endswith(what) and "fd=" + fd in m for m in msgs), \
             (what, msgs)
+
+
+def test_failed_write_on_a_closed_loop_raises(loop_factory):
+    """A write whose send fails once the loop is closed: the transport
+    cannot schedule connection_lost, and write() raises asyncio's
+    RuntimeError to its caller (a library cleaning up after the loop,
+    e.g. asyncpg's leftover cancel task, stops there) rather than
+    reporting it and returning."""
+    lp = loop_factory()
+    a, b = socket.socketpair()
+
+    async def main():
+        tr, _ = await lp.create_connection(asyncio.Protocol, sock=a)
+        return tr
+    try:
+        tr = lp.run_until_complete(main())
+        lp.close()
+        a.shutdown(socket.SHUT_WR)  # the next send fails with EPIPE
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            tr.write(b"x")
+        assert tr.is_closing()
+    finally:
+        a.close()
+        b.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            tr = None
+            gc.collect()
 
 
 def test_write_buffer_limits(loop):

@@ -168,9 +168,11 @@ debug_log(StreamObj *t, const char *what)
 }
 
 /* Takes the raised exception: reports it (OSErrors only in debug mode, as
- * asyncio) and force-closes with it. */
-static void
-fatal_error(StreamObj *t, const char *message)
+ * asyncio) and force-closes with it. -1 with an exception set if the
+ * close could not be scheduled (e.g. the loop is closed): asyncio's
+ * _fatal_error raises that to its caller. */
+static int
+fatal_error_raise(StreamObj *t, const char *message)
 {
     PyObject *exc = PyErr_GetRaisedException();
     if (PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
@@ -185,10 +187,18 @@ fatal_error(StreamObj *t, const char *message)
     else {
         report(t, message, exc);
     }
-    if (force_close(t, exc) < 0) {
+    int rc = force_close(t, exc);
+    Py_DECREF(exc);
+    return rc;
+}
+
+/* The same from a loop callback, where nobody is there to raise to. */
+static void
+fatal_error(StreamObj *t, const char *message)
+{
+    if (fatal_error_raise(t, message) < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
-    Py_DECREF(exc);
 }
 
 static int
@@ -793,7 +803,10 @@ stream_write(StreamObj *t, PyObject *data)
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 PyBuffer_Release(&view);
                 PyErr_SetFromErrno(PyExc_OSError);
-                fatal_error(t, "Fatal write error on socket transport");
+                if (fatal_error_raise(
+                        t, "Fatal write error on socket transport") < 0) {
+                    return NULL;
+                }
                 Py_RETURN_NONE;
             }
             n = 0;
@@ -934,7 +947,9 @@ stream_fatal_error(StreamObj *t, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyErr_SetObject((PyObject *)Py_TYPE(args[0]), args[0]);
-    fatal_error(t, msg);
+    if (fatal_error_raise(t, msg) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
