@@ -42,6 +42,40 @@ def test_aioev_future_class_getitem(aioev):
     assert alias.__origin__ is aioev.Future
 
 
+@pytest.mark.parametrize("value", [None, 5, (1, 2)])
+def test_await_iterator_send_on_done_future(loop, value):
+    """fut.__await__().send(None) on a done future raises StopIteration
+    carrying the result (None too), as a generator's send() does."""
+    async def main():
+        fut = loop.create_future()
+        fut.set_result(value)
+        it = fut.__await__()
+        with pytest.raises(StopIteration) as info:
+            it.send(None)
+        return info.value.value
+    assert loop.run_until_complete(main()) == value
+
+
+def test_sock_awaitable_send_when_done_at_once(loop):
+    """A sock_* awaitable driven by hand: send(None) when the operation
+    completes at once raises StopIteration with its result."""
+    import socket
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def main():
+        coro = loop.sock_sendall(a, b"x")
+        with pytest.raises(StopIteration) as info:
+            coro.send(None)
+        return info.value.value, b.recv(10)
+    try:
+        assert loop.run_until_complete(main()) == (None, b"x")
+    finally:
+        a.close()
+        b.close()
+
+
 def test_pending_state(loop):
     fut = loop.create_future()
     assert not fut.done()

@@ -1021,7 +1021,9 @@ aioev_iternext_from_send(PySendResult r, PyObject *res)
         return res;
     }
     if (res == Py_None) {
+        /* set, not implied: send() methods return this too */
         Py_DECREF(res);
+        PyErr_SetNone(PyExc_StopIteration);
         return NULL;
     }
     /* Wrap the value so tuples and exceptions survive StopIteration. */
