@@ -54,6 +54,12 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         self._unix_server_sockets = {}  # 3.13: socket files to unlink
         self._ssock = self._csock = None
         self._debug = coroutines._is_debug_mode()
+        if sys.version_info >= (3, 14):
+            # 3.14's Unix loop owns its child watcher (the policy's are
+            # gone); the borrowed _make_subprocess_transport reads it.
+            self._watcher = (unix_events._PidfdChildWatcher()
+                             if unix_events.can_use_pidfd()
+                             else unix_events._ThreadedChildWatcher())
 
     # -- running ---------------------------------------------------------
 

@@ -71,6 +71,7 @@ def test_aioev_types_are_asyncio_subclasses(aioev_loop, aioev):
         assert isinstance(other, asyncio.Task)
         assert isinstance(wrapped, asyncio.Future)
         fut.set_result(1)
+        assert await other is None
         return await fut + await wrapped
     assert aioev_loop.run_until_complete(main()) == 8
 
