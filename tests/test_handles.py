@@ -270,3 +270,34 @@ def test_handle_get_context(loop):
     h = loop.call_soon(lambda: None, context=ctx)
     assert h.get_context() is ctx
     h.cancel()
+
+
+def test_cancel_from_a_thread_while_the_callback_runs(loop, errors):
+    """cancel() from another thread while the handle's callback runs with
+    the GIL released (a blocking recv of a socket only the handle refers
+    to): the callback and what it holds stay alive until it returns; the
+    loop reports its outcome as asyncio does (no use after free)."""
+    import socket
+    import threading
+    import time
+    class Sock(socket.socket):
+        def __del__(self):  # dropped by the handle: closed, no warning
+            self.close()
+    a, b = socket.socketpair()
+    a = Sock(fileno=a.detach())
+    a.settimeout(0.5)
+    holder = {"sock": a}
+    del a
+
+    def in_thread():
+        h = loop.call_soon_threadsafe(holder.pop("sock").recv, 10)
+        time.sleep(0.2)  # the loop is inside recv(), GIL released
+        h.cancel()
+        loop.call_soon_threadsafe(loop.stop)
+    t = threading.Thread(target=in_thread)
+    t.start()
+    loop.run_forever()
+    t.join()
+    b.close()
+    ctx = errors.take_one()
+    assert isinstance(ctx["exception"], TimeoutError)

@@ -69,18 +69,25 @@ aioev_handle_run(HandleObj *h)
         return handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h,
                             h->callback, h->args);
     }
-    res = PyObject_Vectorcall(h->callback, &PyTuple_GET_ITEM(h->args, 0),
-                              PyTuple_GET_SIZE(h->args), NULL);
+    /* Owned for the call and its report: cancel(), from the callback
+     * itself or from a thread while the callback has released the GIL,
+     * drops h->callback and h->args (and with them what they alone
+     * kept alive, e.g. the socket of a bound sock.recv). */
+    PyObject *cb = Py_NewRef(h->callback), *args = Py_NewRef(h->args);
+    int rc = 0;
+    res = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0),
+                              PyTuple_GET_SIZE(args), NULL);
     if (PyContext_Exit(h->context) < 0) {
         Py_XDECREF(res);
         res = NULL;
     }
     if (res == NULL) {
-        return handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h,
-                            h->callback, h->args);
+        rc = handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h, cb, args);
     }
-    Py_DECREF(res);
-    return 0;
+    Py_XDECREF(res);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    return rc;
 }
 
 void
