@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 import warnings
+import weakref
 
 import pytest
 
@@ -304,6 +305,68 @@ def test_connection_lost_called_once_and_later(loop):
         assert cproto.events.count("lost") == 1
         assert sproto.events.count("lost") == 1
     run(loop, main())
+
+
+class Forgetful(asyncio.Protocol):
+    """Drops its transport when the connection is lost."""
+
+    def __init__(self, loop):
+        self.transport = None
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.transport = None
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "peer_eof", "write_eof"])
+def test_transport_freed_without_the_gc(loop, loop_kind, how):
+    # Once connection_lost has run, nothing the transport holds may point
+    # back at it: reference counting alone frees it (asyncio's does so
+    # since 3.12). The cycle finder is off to see that.
+    if loop_kind == "asyncio" and sys.version_info < (3, 12):
+        pytest.skip("asyncio's transport keeps a cycle before 3.12")
+    if loop_kind == "asyncio" and how == "abort":
+        pytest.skip("asyncio's drops its bound methods in close() only")
+
+    async def main():
+        transport, proto, peer = await raw_peer_pair(
+            loop, lambda: Forgetful(loop))
+        with peer:
+            ref = weakref.ref(transport)
+            if how == "close":
+                transport.write(b"x" * 100000)  # closes once flushed
+                transport.close()
+            elif how == "abort":
+                transport.abort()
+            elif how == "peer_eof":
+                peer.shutdown(socket.SHUT_WR)
+            else:
+                transport.write_eof()
+                peer.shutdown(socket.SHUT_WR)
+            del transport
+            await asyncio.sleep(0)
+            while not proto.lost.done():
+                try:
+                    peer.recv(1 << 20)  # drain what was written
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.001)
+            assert await proto.lost is None
+            for _ in range(3):  # the callbacks queued around the loss
+                await asyncio.sleep(0)
+            return ref
+
+    gc.collect()
+    gc.disable()
+    try:
+        ref = run(loop, main())
+        assert ref() is None, gc.get_referrers(ref())
+    finally:
+        gc.enable()
 
 
 def test_abort_discards_buffer(loop):

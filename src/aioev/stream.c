@@ -72,6 +72,9 @@ watch(StreamObj *t, int writer, int on)
     if (!on) {
         return aioev_io_remove(t->loop, t->fd, writer) < 0 ? -1 : 0;
     }
+    if (t->read_handle == NULL) {
+        return 0;  /* connection_lost ran: nothing to watch */
+    }
     return aioev_io_add(t->loop, t->fd, writer,
                         writer ? t->write_handle : t->read_handle);
 }
@@ -861,6 +864,13 @@ call_connection_lost(StreamObj *t, PyObject *exc)
         t->conn_lost = 1;
     }
     Py_CLEAR(t->protocol);
+    /* The handles and bound methods point back at us: dropping them now
+     * lets reference counting free the transport, as asyncio's is. The
+     * loop holds its own reference to a handle it is about to run. */
+    Py_CLEAR(t->read_handle);
+    Py_CLEAR(t->write_handle);
+    Py_CLEAR(t->read_cb);
+    Py_CLEAR(t->write_cb);
     PyObject *server = t->server;
     t->server = NULL;
     if (server != NULL) {
