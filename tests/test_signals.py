@@ -231,6 +231,93 @@ def test_signal_handler_wakes_idle_loop(loop):
     loop.remove_signal_handler(signal.SIGUSR1)
 
 
+def test_signal_from_c_code_in_a_callback(loop):
+    """A signal raised by C code as a callback's last act (no bytecode runs
+    after it to notice) must be handled before the loop goes to sleep."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    seen = []
+
+    def handler(signum, frame):
+        seen.append("signal")
+        loop.stop()
+
+    signal.signal(signal.SIGUSR1, handler)
+    # Fails the test instead of hanging it; runs only if the poll slept.
+    fallback = loop.call_later(5, seen.append, "slept through it")
+    loop.call_soon(libc.kill, os.getpid(), signal.SIGUSR1)
+    loop.run_forever()
+    fallback.cancel()
+    assert seen == ["signal"]
+
+
+def test_loop_reads_the_wakeup_fd_while_it_runs(loop, loop_kind):
+    # aioev, like uvloop, is the wakeup fd's reader while it runs in the
+    # main thread and nobody else has set one, so a signal that lands
+    # just before the poll still ends it; asyncio leaves it unset. Taken
+    # before the first poll that may sleep: probe after one.
+    during = []
+
+    def probe():
+        fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(fd)
+        during.append(fd)
+
+    assert signal.set_wakeup_fd(-1) == -1
+    loop.call_later(0.001, probe)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    if loop_kind == "aioev":
+        assert during[0] != -1
+        os.fstat(during[0])  # open while the loop runs
+    else:
+        assert during == [-1]
+    assert signal.set_wakeup_fd(-1) == -1  # given back
+
+
+def test_loop_keeps_a_wakeup_fd_set_by_someone_else(loop):
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w)
+        during = []
+
+        def probe():
+            fd = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(fd)
+            during.append(fd)
+
+        loop.call_later(0.001, probe)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert during == [w]
+        assert signal.set_wakeup_fd(-1) == w
+        # One set while the loop runs stays too.
+        loop.call_later(0.001, signal.set_wakeup_fd, w)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert signal.set_wakeup_fd(-1) == w
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(r)
+        os.close(w)
+
+
+def test_loop_in_a_thread_leaves_the_wakeup_fd(loop_factory):
+    seen = []
+
+    def run():
+        lp = loop_factory()
+        try:
+            lp.run_until_complete(asyncio.sleep(0.01))
+        finally:
+            lp.close()
+        seen.append("ran")
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join()
+    assert seen == ["ran"]
+    assert signal.set_wakeup_fd(-1) == -1
+
+
 # ---------------------------------------------------------------------------
 # Ctrl-C in a child process
 

@@ -311,6 +311,106 @@ timeout_cb(struct ev_loop *evloop, ev_timer *w, int revents)
     /* Ends the poll; due timers are collected after ev_run returns. */
 }
 
+static void
+sigwake_cb(struct ev_loop *evloop, ev_io *w, int revents)
+{
+    /* A signal's byte: it ended the poll, and run_once checks signals
+     * after it. Drain so the next poll can sleep. */
+    char buf[256];
+    while (read(w->fd, buf, sizeof(buf)) > 0) {
+    }
+}
+
+static void
+sigwake_close(LoopObj *self)
+{
+    if (self->sigwake_w < 0) {
+        return;
+    }
+    if (self->evloop != NULL) {
+        ev_io_stop(self->evloop, &self->sigwake);
+    }
+    close(self->sigwake.fd);
+    close(self->sigwake_w);
+    self->sigwake_w = -1;
+}
+
+/* aioev.Loop's _take_wakeup_fd decides (main thread, nobody else's fd
+ * set); the bare core loop has no such method and never takes it. */
+static int
+sigwake_take(LoopObj *self)
+{
+    self->sigwake_tried = 1;
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_take_wakeup_fd",
+                                      NULL);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    long fd = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (fd == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->sigwake_set = fd < 0 || fd > INT_MAX ? -1 : (int)fd;
+    return 0;
+}
+
+/* Ends a run: give the wakeup fd back if this run took it. Keeps an
+ * exception the run ended with. */
+static int
+sigwake_give_back(LoopObj *self)
+{
+    int fd = self->sigwake_set;
+    self->sigwake_set = -1;
+    self->sigwake_tried = 0;
+    if (fd < 0) {
+        return 0;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *r = PyObject_CallMethod((PyObject *)self,
+                                      "_give_back_wakeup_fd", "i", fd);
+    if (r == NULL) {
+        if (exc != NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        else {
+            return -1;
+        }
+    }
+    Py_XDECREF(r);
+    PyErr_SetRaisedException(exc);
+    return 0;
+}
+
+PyDoc_STRVAR(loop_sigwake_fd_doc,
+"_sigwake_fd()\n--\n\n"
+"The write end of a pipe this loop polls: run_forever hands it to\n"
+"signal.set_wakeup_fd when nobody else has set one, so a signal that\n"
+"lands just before the poll still ends it (Ctrl-C on an idle loop).");
+
+static PyObject *
+loop_sigwake_fd(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    int fds[2];
+
+    if (aioev_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->sigwake_w < 0) {
+        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        ev_io_init(&self->sigwake, sigwake_cb, fds[0], EV_READ);
+        ev_io_start(self->evloop, &self->sigwake);
+        self->sigwake_w = fds[1];
+    }
+    return PyLong_FromLong(self->sigwake_w);
+}
+
 static int
 loop_open(LoopObj *self)
 {
@@ -558,6 +658,19 @@ run_once(LoopObj *self)
 {
     int flags = EVRUN_ONCE;
 
+    /* Before a poll that may sleep: be the signal wakeup fd's reader
+     * (once per run, so runs that never sleep pay nothing), and handle a
+     * signal that came while C code ran the last callbacks (no bytecode
+     * ran after it to notice). One landing after this check writes to
+     * the wakeup fd, which ends the poll. */
+    if (self->ready_len == 0) {
+        if (!self->sigwake_tried && sigwake_take(self) < 0) {
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
     timers_purge(self);
     self->iter++;
     if (self->linger_len) {
@@ -658,6 +771,7 @@ loop_run(LoopObj *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     if (self->pid != getpid()) {
+        sigwake_close(self);  /* the parent's pipe: made again on demand */
         ev_loop_fork(self->evloop);
         self->pid = getpid();
     }
@@ -675,6 +789,9 @@ loop_run(LoopObj *self, PyObject *Py_UNUSED(ignored))
     self->stopping = 0;
     self->running = 0;
     self->thread_id = 0;
+    if (sigwake_give_back(self) < 0) {
+        return NULL;
+    }
     if (rc < 0) {
         return NULL;
     }
@@ -1137,6 +1254,7 @@ loop_close_core(LoopObj *self, PyObject *Py_UNUSED(ignored))
     timers_clear(self);
     aioev_io_close_all(self);
     Py_CLEAR(self->recv_spare);
+    sigwake_close(self);
     if (self->evloop != NULL) {
         ev_async_stop(self->evloop, &self->wakeup);
         ev_loop_destroy(self->evloop);
@@ -1202,6 +1320,8 @@ loop_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->state = aioev_state_from_type(tp);
+    self->sigwake_w = -1;
+    self->sigwake_set = -1;
     self->slow_callback_duration = 0.1;
     self->clock_resolution = 1e-9;
     {
@@ -1349,6 +1469,7 @@ loop_dealloc(LoopObj *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     }
     loop_clear(self);
+    sigwake_close(self);
     if (self->evloop != NULL) {
         ev_async_stop(self->evloop, &self->wakeup);
         ev_loop_destroy(self->evloop);
@@ -1397,6 +1518,8 @@ static PyMethodDef loop_methods[] = {
     {"get_debug", (PyCFunction)loop_get_debug_meth, METH_NOARGS, NULL},
     {"_run", (PyCFunction)loop_run, METH_NOARGS, loop_run_doc},
     {"_close", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
+    {"_sigwake_fd", (PyCFunction)loop_sigwake_fd, METH_NOARGS,
+     loop_sigwake_fd_doc},
     {"_check_closed", (PyCFunction)loop_check_closed_meth, METH_NOARGS,
      NULL},
     {"_check_thread", (PyCFunction)loop_check_thread_meth, METH_NOARGS,

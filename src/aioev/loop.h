@@ -40,6 +40,10 @@ struct LoopObj {
     struct ev_loop *evloop;
     ev_async wakeup;           /* call_soon_threadsafe and stop() */
     ev_timer timeout;          /* bounds one poll by the next timer */
+    ev_io sigwake;             /* read end of the signal wakeup pipe */
+    int sigwake_w;             /* its write end for set_wakeup_fd, or -1 */
+    int sigwake_set;           /* the fd this run set as wakeup fd, or -1 */
+    int sigwake_tried;         /* this run asked _take_wakeup_fd */
     PyThreadState *tstate;     /* saved while libev polls */
     pid_t pid;                 /* ev_loop_fork when this changes */
 
