@@ -796,6 +796,54 @@ def test_task_factory_used_by_ensure_future(loop):
     assert len(made) == 1
 
 
+def test_create_task_extra_keywords(loop):
+    # 3.14: loop.create_task(coro, **kwargs) hands other keywords to the
+    # Task (eager_start=...) or to the task factory; before, TypeError.
+    order = []
+
+    async def body():
+        order.append("body")
+        return "done"
+
+    async def main():
+        task = loop.create_task(body(), eager_start=True, name="eager")
+        order.append("returned")
+        assert task.get_name() == "eager"
+        assert await task == "done"
+        task = loop.create_task(body(), eager_start=False)
+        order.append("returned")
+        await task
+        with pytest.raises(TypeError):
+            loop.create_task(body(), loop=loop)
+
+    if sys.version_info < (3, 14):
+        coro = body()
+        with pytest.raises(TypeError):
+            loop.create_task(coro, eager_start=True)
+        coro.close()
+        return
+    loop.run_until_complete(main())
+    assert order == ["body", "returned", "returned", "body"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14),
+                    reason="create_task(**kwargs) is new in 3.14")
+def test_task_factory_gets_the_keywords(loop):
+    seen = []
+
+    def factory(lp, coro, **kwargs):
+        seen.append(kwargs)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+    ctx = contextvars.copy_context()
+    task = loop.create_task(return_value(3), name="n", context=ctx,
+                            eager_start=False)
+    assert loop.run_until_complete(task) == 3
+    assert seen == [{"name": "n", "context": ctx, "eager_start": False}]
+    assert task.get_name() == "n"
+
+
 def test_set_task_factory_not_callable(loop):
     with pytest.raises(TypeError):
         loop.set_task_factory(1)

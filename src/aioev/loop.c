@@ -1086,6 +1086,63 @@ PyDoc_STRVAR(create_task_doc,
 "create_task(coro, *, name=None, context=None)\n--\n\n"
 "Schedule a coroutine object; return a Task.");
 
+#if PY_VERSION_HEX >= 0x030E0000
+/* 3.14's create_task(coro, **kwargs): the task factory gets
+ * (loop, coro, **kwargs) and sets the name itself; without one,
+ * Task(coro, loop=loop, **kwargs). */
+static PyObject *
+create_task_passing_kwargs(LoopObj *self, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *callable, *names = NULL, *r = NULL;
+    PyObject **stack = PyMem_Malloc((nkw + 3) * sizeof(PyObject *));
+
+    if (stack == NULL) {
+        return PyErr_NoMemory();
+    }
+    if (aioev_loop_check_closed(self) < 0) {
+        goto done;
+    }
+    if (self->task_factory != NULL && self->task_factory != Py_None) {
+        callable = self->task_factory;
+        stack[0] = (PyObject *)self;
+        stack[1] = args[0];
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            stack[2 + i] = args[nargs + i];
+        }
+        r = PyObject_Vectorcall(callable, stack, 2, kwnames);
+        goto done;
+    }
+    names = PyTuple_New(nkw + 1);
+    if (names == NULL) {
+        goto done;
+    }
+    stack[0] = args[0];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (aioev_str_eq(k, "loop")) {
+            PyErr_SetString(PyExc_TypeError, "create_task() got multiple "
+                            "values for keyword argument 'loop'");
+            goto done;
+        }
+        PyTuple_SET_ITEM(names, i, Py_NewRef(k));
+        stack[1 + i] = args[nargs + i];
+    }
+    PyTuple_SET_ITEM(names, nkw, PyUnicode_FromString("loop"));
+    if (PyTuple_GET_ITEM(names, nkw) == NULL) {
+        goto done;
+    }
+    stack[1 + nkw] = (PyObject *)self;
+    r = PyObject_Vectorcall((PyObject *)self->state->TaskType, stack, 1,
+                            names);
+done:
+    Py_XDECREF(names);
+    PyMem_Free(stack);
+    return r;
+}
+#endif
+
 static PyObject *
 loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
                  PyObject *kwnames)
@@ -1114,10 +1171,17 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
                 }
             }
             if (!found) {
+#if PY_VERSION_HEX >= 0x030E0000
+                /* 3.14: other keywords (eager_start=...) go on to the
+                 * Task or the task factory. */
+                return create_task_passing_kwargs(self, args, nargs,
+                                                  kwnames);
+#else
                 PyErr_Format(PyExc_TypeError,
                              "create_task() got an unexpected keyword "
                              "argument '%S'", k);
                 return NULL;
+#endif
             }
         }
     }
@@ -1131,6 +1195,9 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
         return aioev_task_new(self->state, coro, (PyObject *)self, name,
                               context);
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    return create_task_passing_kwargs(self, args, nargs, kwnames);
+#endif
     if (context == Py_None) {
         PyObject *fargs[2] = {(PyObject *)self, coro};
         task = PyObject_Vectorcall(self->task_factory, fargs, 2, NULL);
