@@ -813,8 +813,10 @@ def test_create_task_extra_keywords(loop):
         task = loop.create_task(body(), eager_start=False)
         order.append("returned")
         await task
+        coro = body()
         with pytest.raises(TypeError):
-            loop.create_task(body(), loop=loop)
+            loop.create_task(coro, loop=loop)
+        coro.close()
 
     if sys.version_info < (3, 14):
         coro = body()
