@@ -374,21 +374,32 @@ def extra_classes(modname, mod, network=False):
 
     elif modname == "test_tasks":
         base = (mod.BaseTaskTests, test_utils.TestCase)
+        # 3.14: BaseTaskTests calls self.all_tasks / self.current_task
+        # (class attributes CPython sets per C/Py variant).
+        if "all_tasks" in vars(mod.BaseTaskTests):
+            c_ns = {"all_tasks": staticmethod(getattr(tasks, "_c_all_tasks",
+                                                      asyncio.all_tasks)),
+                    "current_task": staticmethod(getattr(
+                        tasks, "_c_current_task", asyncio.current_task))}
+            py_ns = {"all_tasks": staticmethod(tasks._py_all_tasks),
+                     "current_task": staticmethod(tasks._py_current_task)}
+        else:
+            c_ns = py_ns = {}
         c = _add_class(mod, "ImplTask_ImplFuture_Tests",
                        (mod.BaseTaskTests, mod.SetMethodsTest,
                         test_utils.TestCase),
-                       {"Task": Impl.Task, "Future": Impl.Future})
+                       {"Task": Impl.Task, "Future": Impl.Future, **c_ns})
         _copy_own_tests(getattr(mod, "CTask_CFuture_Tests", None), c)
         added.append(c)
         c = _add_class(mod, "ImplTask_ImplFuture_SubclassTests", base,
-                       {"Task": Impl.Task, "Future": Impl.Future})
+                       {"Task": Impl.Task, "Future": Impl.Future, **c_ns})
         added.append(mod.add_subclass_tests(c))
         added.append(_add_class(mod, "ImplTask_PyFuture_Tests", base,
                                 {"Task": Impl.Task,
-                                 "Future": futures._PyFuture}))
+                                 "Future": futures._PyFuture, **c_ns}))
         added.append(_add_class(mod, "PyTask_ImplFuture_Tests", base,
                                 {"Task": tasks._PyTask,
-                                 "Future": Impl.Future}))
+                                 "Future": Impl.Future, **py_ns}))
         Task = Impl.Task
         ns = {"new_task": lambda self, coro: Task(coro, loop=self.loop)}
         if "current_task" in vars(mod.BaseCurrentLoopTests):
