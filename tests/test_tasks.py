@@ -846,6 +846,35 @@ def test_task_factory_gets_the_keywords(loop):
     assert task.get_name() == "n"
 
 
+@pytest.mark.skipif(sys.version_info < (3, 14),
+                    reason="asyncio.capture_call_graph is new in 3.14")
+def test_call_graph_knows_who_awaits(loop):
+    # A task awaiting a future or a task is recorded in its awaited_by
+    # while it waits, and forgotten once it wakes up.
+    seen = {}
+
+    async def inner():
+        await asyncio.sleep(0)
+        graph = asyncio.capture_call_graph()
+        seen["inner"] = [g.future.get_name() for g in graph.awaited_by]
+
+    async def waiter(fut):
+        await fut
+
+    async def main():
+        await asyncio.create_task(inner(), name="inner")
+        fut = loop.create_future()
+        w = asyncio.create_task(waiter(fut), name="waiter")
+        await asyncio.sleep(0)
+        seen["fut"] = sorted(t.get_name() for t in fut._asyncio_awaited_by)
+        fut.set_result(None)
+        await w
+        seen["after"] = fut._asyncio_awaited_by
+
+    loop.run_until_complete(asyncio.Task(main(), loop=loop, name="main"))
+    assert seen == {"inner": ["main"], "fut": ["waiter"], "after": None}
+
+
 def test_set_task_factory_not_callable(loop):
     with pytest.raises(TypeError):
         loop.set_task_factory(1)

@@ -70,6 +70,10 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->task_print_stack);
     Py_VISIT(st->logger);
     Py_VISIT(st->inspect_isgenerator);
+#if PY_VERSION_HEX >= 0x030E0000
+    Py_VISIT(st->awaited_by_add);
+    Py_VISIT(st->awaited_by_discard);
+#endif
     Py_VISIT(st->future_repr);
     Py_VISIT(st->task_repr);
     Py_VISIT(st->handle_repr);
@@ -163,6 +167,10 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->task_print_stack);
     Py_CLEAR(st->logger);
     Py_CLEAR(st->inspect_isgenerator);
+#if PY_VERSION_HEX >= 0x030E0000
+    Py_CLEAR(st->awaited_by_add);
+    Py_CLEAR(st->awaited_by_discard);
+#endif
     Py_CLEAR(st->future_repr);
     Py_CLEAR(st->task_repr);
     Py_CLEAR(st->handle_repr);
@@ -266,6 +274,12 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, logger), "asyncio.log", "logger"},
         {offsetof(aioev_state, inspect_isgenerator), "inspect",
          "isgenerator"},
+#if PY_VERSION_HEX >= 0x030E0000
+        {offsetof(aioev_state, awaited_by_add), "asyncio.futures",
+         "future_add_to_awaited_by"},
+        {offsetof(aioev_state, awaited_by_discard), "asyncio.futures",
+         "future_discard_from_awaited_by"},
+#endif
         {offsetof(aioev_state, TransportSocket), "asyncio.trsock",
          "TransportSocket"},
         {offsetof(aioev_state, BufferedProtocol), "asyncio",

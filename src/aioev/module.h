@@ -165,6 +165,10 @@ typedef struct {
     PyObject *task_print_stack;    /* asyncio.base_tasks._task_print_stack */
     PyObject *logger;              /* asyncio.log.logger */
     PyObject *inspect_isgenerator;
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *awaited_by_add;      /* asyncio.futures.future_add_to_... */
+    PyObject *awaited_by_discard;  /* ...future_discard_from_awaited_by */
+#endif
 
     /* aioev._helpers: slow paths written in Python */
     PyObject *future_repr;

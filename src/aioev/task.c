@@ -134,6 +134,31 @@ foreign_future_loop(PyObject *fut)
     return PyObject_GetAttrString(fut, "_loop");
 }
 
+/* 3.14: record (and forget, on wake-up) which task awaits a future, for
+ * asyncio.capture_call_graph; asyncio's own function does the book-keeping
+ * in the _asyncio part of our objects (a no-op for other futures). */
+static int
+awaited_by(PyObject *func, PyObject *fut, TaskObj *task)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *args[2] = {fut, (PyObject *)task};
+    PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+#endif
+    return 0;
+}
+
+#if PY_VERSION_HEX >= 0x030E0000
+#define AWAITED_BY_ADD(st) ((st)->awaited_by_add)
+#define AWAITED_BY_DISCARD(st) ((st)->awaited_by_discard)
+#else
+#define AWAITED_BY_ADD(st) NULL
+#define AWAITED_BY_DISCARD(st) NULL
+#endif
+
 /* The coroutine yielded `result`: wait on it, or fail the task as
  * asyncio does for a bad yield. Steals nothing. */
 static int
@@ -158,6 +183,9 @@ task_handle_yield(aioev_state *st, TaskObj *task, PyObject *result)
             return task_schedule_error(st, task,
                                        "Task cannot await on itself: %R",
                                        task);
+        }
+        if (awaited_by(AWAITED_BY_ADD(st), result, task) < 0) {
+            return -1;
         }
         if (fut->fut_native_loop && Py_IS_TYPE(task, st->TaskType)) {
             /* The task itself stands for its wake-up (future.c). */
@@ -231,8 +259,9 @@ task_handle_yield(aioev_state *st, TaskObj *task, PyObject *result)
                                        "Task cannot await on itself: %R",
                                        task);
         }
-        if (PyObject_SetAttrString(result, "_asyncio_future_blocking",
-                                   Py_False) < 0) {
+        if (awaited_by(AWAITED_BY_ADD(st), result, task) < 0
+            || PyObject_SetAttrString(result, "_asyncio_future_blocking",
+                                      Py_False) < 0) {
             return -1;
         }
         PyObject *cb = task_callback_new(st, task, NULL, 1);
@@ -391,6 +420,9 @@ aioev_task_step(aioev_state *st, TaskObj *task, PyObject *exc)
 int
 aioev_task_wakeup(aioev_state *st, TaskObj *task, PyObject *fut)
 {
+    if (awaited_by(AWAITED_BY_DISCARD(st), fut, task) < 0) {
+        return -1;
+    }
     if (Py_IS_TYPE(fut, st->FutureType) || Py_IS_TYPE(fut, st->TaskType)) {
         FutureObj *f = (FutureObj *)fut;
         if (f->fut_state == STATE_FINISHED && f->fut_exception == NULL) {

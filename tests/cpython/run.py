@@ -97,7 +97,8 @@ Selection rules (what is NOT run, and is not listed in skips.txt)
    close*, pipes, ptys and subprocesses (test_subprocess, test_unix_events
    too).  With --network, the network tests and modules are run too.
 3. Modules missing from a Python version (test_timeouts, test_taskgroups on
-   3.10) are skipped with a note.
+   3.10; test_eager_task_factory, test_staggered before 3.12; test_graph,
+   test_free_threading, test_tools before 3.14) are skipped with a note.
 
 Everything else that is skipped or expected to fail is in ONE file,
 ``skips.txt`` next to this script, each entry with its reason.
@@ -139,6 +140,8 @@ MODULES = [
     "test_queues", "test_timeouts", "test_taskgroups", "test_runners",
     "test_waitfor", "test_pep492", "test_context", "test_threads",
     "test_events", "test_subprocess", "test_unix_events",
+    "test_eager_task_factory", "test_staggered", "test_graph",
+    "test_free_threading", "test_tools",
 ]
 # Run only with --network (see rule 2).
 NETWORK_MODULES = [
@@ -153,7 +156,9 @@ ORDER = ["test_tasks", "test_subprocess", "test_events", "test_locks",
          "test_runners", "test_threads", "test_futures2", "test_pep492",
          "test_context", "test_streams", "test_sock_lowlevel",
          "test_sendfile", "test_ssl", "test_server", "test_sslproto",
-         "test_buffered_proto", "test_protocols", "test_transports"]
+         "test_buffered_proto", "test_protocols", "test_transports",
+         "test_eager_task_factory", "test_free_threading", "test_graph",
+         "test_staggered", "test_tools"]
 
 # Rule 2; matched against the test method name of ImplEventLoopTests.
 # NETWORK_RE: run with --network only.
