@@ -760,8 +760,13 @@ stream_write(StreamObj *t, PyObject *data)
         /* type(data).__name__, as asyncio says it */
         PyObject *name = PyType_GetName(Py_TYPE(data));
         if (name != NULL) {
+#if PY_VERSION_HEX >= 0x030E0000
+            PyErr_Format(PyExc_TypeError, "data argument must be a bytes, "
+                         "bytearray, or memoryview object, not '%U'", name);
+#else
             PyErr_Format(PyExc_TypeError, "data argument must be a "
                          "bytes-like object, not '%U'", name);
+#endif
             Py_DECREF(name);
         }
         return NULL;
