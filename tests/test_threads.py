@@ -83,6 +83,77 @@ def test_call_soon_threadsafe_handle_cancel(loop):
     assert calls == []
 
 
+def _needs_threadsafe_handle_lock(loop_kind):
+    if loop_kind == "asyncio" and not hasattr(asyncio.events,
+                                              "_ThreadSafeHandle"):
+        pytest.skip("asyncio's threadsafe handles lock since 3.12.8/3.13.1")
+
+
+@pytest.mark.parametrize("method", ["cancel", "cancelled"])
+def test_threadsafe_handle_waits_for_its_running_callback(loop, loop_kind,
+                                                          method):
+    # cancel()/cancelled() from another thread while the callback runs
+    # return only once it has finished: afterwards it is not running.
+    _needs_threadsafe_handle_lock(loop_kind)
+    started, finished = threading.Event(), threading.Event()
+    seen = []
+
+    def callback():
+        started.set()
+        time.sleep(0.2)  # GIL released: the other thread gets to call
+        finished.set()
+
+    def other():
+        handle = loop.call_soon_threadsafe(callback)
+        started.wait()
+        result = getattr(handle, method)()
+        seen.append((finished.is_set(), result))
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other)
+    t.start()
+    loop.run_forever()
+    t.join()
+    assert seen == [(True, None if method == "cancel" else False)]
+
+
+def test_threadsafe_handle_cancelled_by_its_callback(loop, loop_kind):
+    # The callback's own thread does not wait on itself.
+    _needs_threadsafe_handle_lock(loop_kind)
+    box = concurrent.futures.Future()
+    seen = []
+
+    def callback():
+        handle = box.result()
+        handle.cancel()
+        seen.append(handle.cancelled())
+        # Another threadsafe handle run from inside this one.
+        nested = loop.call_soon_threadsafe(seen.append, "nested")
+        nested._run()
+        nested.cancel()
+        loop.stop()
+
+    box.set_result(loop.call_soon_threadsafe(callback))
+    loop.run_forever()
+    assert seen == [True, "nested"]
+
+
+def test_threadsafe_handle_cancelled_before_it_runs(loop, loop_kind):
+    seen = []
+
+    def other():
+        handle = loop.call_soon_threadsafe(seen.append, "ran")
+        handle.cancel()
+        seen.append(handle.cancelled())
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    loop.run_forever()
+    assert seen == [True]
+
+
 def test_stop_from_other_thread(loop):
     started = threading.Event()
     loop.call_soon(started.set)

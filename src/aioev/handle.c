@@ -2,6 +2,7 @@
  * context, as returned by call_soon/call_later/call_at. A TimerHandle also
  * lives in its loop's timer heap (loop.c) until it fires or is cancelled. */
 #include "module.h"
+#include "pythread.h"
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -35,7 +36,9 @@ aioev_handle_new(aioev_state *st, PyTypeObject *tp, PyObject *loop,
     h->source_tb = NULL;
     h->repr_cache = NULL;
     h->weakreflist = NULL;
+    h->running_in = 0;
     h->cancelled = 0;
+    h->threadsafe = 0;
     if (tp == st->TimerHandleType) {
         TimerHandleObj *t = (TimerHandleObj *)h;
         t->when = 0.0;
@@ -60,8 +63,42 @@ handle_error(aioev_state *st, PyObject *loop, PyObject *handle,
     return 0;
 }
 
+static int handle_run_locked(HandleObj *h);
+
+/* A call_soon_threadsafe handle runs holding its loop's lock, for
+ * cancel() from another thread to wait on (loop.c). */
 int
 aioev_handle_run(HandleObj *h)
+{
+    if (!h->threadsafe) {
+        return handle_run_locked(h);
+    }
+    int took = aioev_loop_ts_enter(h->loop);
+    int rc = 0;
+    if (!h->cancelled) {  /* may have been, while we waited */
+        h->running_in = PyThread_get_thread_ident();
+        rc = handle_run_locked(h);
+        h->running_in = 0;
+    }
+    aioev_loop_ts_exit(h->loop, took);
+    return rc;
+}
+
+/* cancel()/cancelled() from a thread other than the one running the
+ * handle's callback wait for the callback to end, as asyncio's
+ * _ThreadSafeHandle (its lock is reentrant: the callback itself does not
+ * wait). */
+static void
+ts_wait(HandleObj *h)
+{
+    if (h->running_in != 0
+        && h->running_in != PyThread_get_thread_ident()) {
+        aioev_loop_ts_wait(h->loop);
+    }
+}
+
+static int
+handle_run_locked(HandleObj *h)
 {
     PyObject *res;
 
@@ -180,6 +217,7 @@ static PyObject *
 handle_cancel(HandleObj *h, PyObject *Py_UNUSED(ignored))
 {
     aioev_state *st = AIOEV_STATE(h);
+    ts_wait(h);
     if (!h->cancelled) {
         h->cancelled = 1;
         if (aioev_is_loop(st, h->loop) && aioev_loop_get_debug(
@@ -207,6 +245,7 @@ handle_cancel(HandleObj *h, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_cancelled(HandleObj *h, PyObject *Py_UNUSED(ignored))
 {
+    ts_wait(h);
     return PyBool_FromLong(h->cancelled);
 }
 

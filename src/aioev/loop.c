@@ -931,11 +931,19 @@ call_soon_impl(LoopObj *self, const char *fname, PyObject *const *args,
     if (!threadsafe && self->debug && check_thread(self) < 0) {
         return NULL;
     }
+    if (threadsafe && self->ts_lock == NULL) {
+        self->ts_lock = PyThread_allocate_lock();
+        if (self->ts_lock == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
     h = make_handle(self, self->state->HandleType, fname, args[0], args + 1,
                     nargs - 1, context);
     if (h == NULL) {
         return NULL;
     }
+    h->threadsafe = threadsafe;
     if (aioev_loop_enqueue(self, READY_HANDLE, (PyObject *)h, NULL, NULL)
         < 0) {
         Py_DECREF(h);
@@ -948,6 +956,59 @@ call_soon_impl(LoopObj *self, const char *fname, PyObject *const *args,
         ev_async_send(self->evloop, &self->wakeup);
     }
     return (PyObject *)h;
+}
+
+static LoopObj *
+ts_loop(PyObject *loop)
+{
+    if (loop == NULL || !aioev_is_loop(AIOEV_STATE(loop), loop)
+        || ((LoopObj *)loop)->ts_lock == NULL) {
+        return NULL;
+    }
+    return (LoopObj *)loop;
+}
+
+int
+aioev_loop_ts_enter(PyObject *loop)
+{
+    LoopObj *lp = ts_loop(loop);
+    unsigned long me = PyThread_get_thread_ident();
+    if (lp == NULL || lp->ts_owner == me) {
+        return 0;
+    }
+    /* A waiter holds it only for an instant, without the GIL. */
+    if (!PyThread_acquire_lock(lp->ts_lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(lp->ts_lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    lp->ts_owner = me;
+    return 1;
+}
+
+void
+aioev_loop_ts_exit(PyObject *loop, int took)
+{
+    if (took) {
+        LoopObj *lp = (LoopObj *)loop;
+        lp->ts_owner = 0;
+        PyThread_release_lock(lp->ts_lock);
+    }
+}
+
+void
+aioev_loop_ts_wait(PyObject *loop)
+{
+    LoopObj *lp = ts_loop(loop);
+    if (lp == NULL || lp->ts_owner == 0
+        || lp->ts_owner == PyThread_get_thread_ident()) {
+        return;
+    }
+    PyThread_type_lock lock = lp->ts_lock;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(lock, WAIT_LOCK);
+    PyThread_release_lock(lock);
+    Py_END_ALLOW_THREADS
 }
 
 PyDoc_STRVAR(call_soon_doc,
@@ -1548,6 +1609,9 @@ loop_dealloc(LoopObj *self)
     PyMem_Free(self->timers);
     PyMem_Free(self->fds);
     PyMem_Free(self->linger);
+    if (self->ts_lock != NULL) {
+        PyThread_free_lock(self->ts_lock);
+    }
     tp->tp_free(self);
     Py_DECREF(tp);
 }

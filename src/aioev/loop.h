@@ -44,6 +44,8 @@ struct LoopObj {
     int sigwake_w;             /* its write end for set_wakeup_fd, or -1 */
     int sigwake_set;           /* the fd this run set as wakeup fd, or -1 */
     int sigwake_tried;         /* this run asked _take_wakeup_fd */
+    void *ts_lock;             /* PyThread lock: see aioev_loop_ts_enter */
+    unsigned long ts_owner;    /* thread holding it, or 0 */
     PyThreadState *tstate;     /* saved while libev polls */
     pid_t pid;                 /* ev_loop_fork when this changes */
 

@@ -313,7 +313,9 @@ typedef struct HandleObj {
     PyObject *source_tb;
     PyObject *repr_cache;
     PyObject *weakreflist;
+    unsigned long running_in;  /* thread running a threadsafe handle */
     int cancelled;
+    int threadsafe;            /* made by call_soon_threadsafe */
 } HandleObj;
 
 typedef struct {
@@ -354,6 +356,14 @@ extern PyMethodDef aioev_gc_hook_def;
 
 int aioev_loop_init_type(PyObject *mod, aioev_state *st);
 int aioev_is_loop(aioev_state *st, PyObject *obj);
+/* A lock the loop's thread holds while it runs a call_soon_threadsafe
+ * handle, so that cancel() from another thread waits for the callback to
+ * end, as asyncio's does (3.12.8+). Reentrant for the holding thread.
+ * enter returns 1 if it took the lock (pass it to exit); wait returns once
+ * no other thread holds it. No-ops for a loop that is not ours. */
+int aioev_loop_ts_enter(PyObject *loop);
+void aioev_loop_ts_exit(PyObject *loop, int took);
+void aioev_loop_ts_wait(PyObject *loop);
 /* Queue work; steals no references (takes new ones). -1 if closed. */
 int aioev_loop_enqueue(LoopObj *loop, int kind, PyObject *a, PyObject *b,
                        PyObject *c);
