@@ -344,18 +344,24 @@ def test_run_in_executor_many(loop):
 
 
 def test_run_in_executor_cancel(loop):
+    # One worker, kept busy: the second job is still queued when its
+    # future is cancelled (a free worker may finish it first, and 3.14
+    # hands back a future that is already done then).
     release = threading.Event()
+    ran = []
 
-    async def main():
-        blocker = loop.run_in_executor(None, release.wait, 10)
-        fut = loop.run_in_executor(None, lambda: "never awaited")
-        fut.cancel()
+    async def main(ex):
+        blocker = loop.run_in_executor(ex, release.wait, 10)
+        fut = loop.run_in_executor(ex, ran.append, "ran")
+        assert fut.cancel()
         await asyncio.sleep(0)
         release.set()
         await blocker
         return fut.cancelled()
 
-    assert loop.run_until_complete(main()) is True
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+        assert loop.run_until_complete(main(ex)) is True
+    assert ran == []
 
 
 def test_set_default_executor(loop):
