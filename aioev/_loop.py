@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import warnings
 import weakref
 from asyncio import (base_events, coroutines, events, selector_events, trsock,
@@ -78,29 +77,6 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
-
-    def _take_wakeup_fd(self):
-        """Called by _run before its first poll that may sleep: while it
-        runs in the main thread, the loop is the signal wakeup fd's reader
-        if nobody else is (as uvloop), so a Ctrl-C landing between the last
-        check for signals and the poll still ends the poll. Returns the fd
-        set, or -1; _run gives it back when it returns."""
-        if threading.current_thread() is not threading.main_thread():
-            return -1
-        fd = self._sigwake_fd()
-        try:
-            old = signal.set_wakeup_fd(fd)
-        except ValueError:  # not the main interpreter
-            return -1
-        if old != -1:  # someone's own, or add_signal_handler's: theirs
-            signal.set_wakeup_fd(old)
-            return -1
-        return fd
-
-    def _give_back_wakeup_fd(self, fd):
-        old = signal.set_wakeup_fd(-1)
-        if old != fd:  # set by someone while we ran: leave theirs
-            signal.set_wakeup_fd(old)
 
     run_until_complete = _Base.run_until_complete
     _check_running = _Base._check_running

@@ -335,32 +335,72 @@ sigwake_close(LoopObj *self)
     self->sigwake_w = -1;
 }
 
-/* aioev.Loop's _take_wakeup_fd decides (main thread, nobody else's fd
- * set); the bare core loop has no such method and never takes it. */
+static int sigwake_open(LoopObj *self);
+
+/* signal.set_wakeup_fd(fd): the old fd, or -2 with an exception set. */
+static long
+set_wakeup_fd(LoopObj *self, int fd)
+{
+    PyObject *arg = PyLong_FromLong(fd);
+    PyObject *r = arg ? PyObject_CallOneArg(self->state->set_wakeup_fd,
+                                            arg) : NULL;
+    Py_XDECREF(arg);
+    long old = r ? PyLong_AsLong(r) : -2;
+    Py_XDECREF(r);
+    if (old == -1 && PyErr_Occurred()) {
+        old = -2;
+    }
+    return old;
+}
+
+/* Before the first poll of a run that may sleep: while it runs in the main
+ * thread, the loop is the signal wakeup fd's reader if nobody else is (as
+ * uvloop), so a signal landing between the last check for signals and the
+ * poll still ends the poll. Nothing can raise between setting the fd and
+ * recording it: loop_run gives back exactly what was set. */
 static int
 sigwake_take(LoopObj *self)
 {
     self->sigwake_tried = 1;
-    PyObject *r = PyObject_CallMethod((PyObject *)self, "_take_wakeup_fd",
-                                      NULL);
-    if (r == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return -1;
-        }
-        PyErr_Clear();
-        return 0;
-    }
-    long fd = PyLong_AsLong(r);
-    Py_DECREF(r);
-    if (fd == -1 && PyErr_Occurred()) {
+    PyObject *main = PyObject_CallNoArgs(self->state->main_thread);
+    if (main == NULL) {
         return -1;
     }
-    self->sigwake_set = fd < 0 || fd > INT_MAX ? -1 : (int)fd;
+    PyObject *ident = PyObject_GetAttrString(main, "ident");
+    Py_DECREF(main);
+    if (ident == NULL) {
+        return -1;
+    }
+    unsigned long id = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (id == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();  /* ident None: no main thread to speak of */
+        return 0;
+    }
+    if (id != PyThread_get_thread_ident()) {
+        return 0;
+    }
+    if (sigwake_open(self) < 0) {
+        return -1;
+    }
+    long old = set_wakeup_fd(self, self->sigwake_w);
+    if (old == -2) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            return -1;
+        }
+        PyErr_Clear();  /* not the main interpreter */
+        return 0;
+    }
+    if (old != -1) {
+        /* Someone's own, or add_signal_handler's: theirs. */
+        return set_wakeup_fd(self, (int)old) == -2 ? -1 : 0;
+    }
+    self->sigwake_set = self->sigwake_w;
     return 0;
 }
 
-/* Ends a run: give the wakeup fd back if this run took it. Keeps an
- * exception the run ended with. */
+/* Ends a run: give the wakeup fd back if this run set it, unless someone
+ * set theirs meanwhile. Keeps an exception the run ended with. */
 static int
 sigwake_give_back(LoopObj *self)
 {
@@ -371,44 +411,38 @@ sigwake_give_back(LoopObj *self)
         return 0;
     }
     PyObject *exc = PyErr_GetRaisedException();
-    PyObject *r = PyObject_CallMethod((PyObject *)self,
-                                      "_give_back_wakeup_fd", "i", fd);
-    if (r == NULL) {
-        if (exc != NULL) {
-            PyErr_WriteUnraisable((PyObject *)self);
-        }
-        else {
+    long cur = set_wakeup_fd(self, -1);
+    if (cur >= 0 && cur != fd) {
+        cur = set_wakeup_fd(self, (int)cur) == -2 ? -2 : cur;
+    }
+    if (cur == -2) {
+        if (exc == NULL) {
             return -1;
         }
+        PyErr_WriteUnraisable((PyObject *)self);
     }
-    Py_XDECREF(r);
     PyErr_SetRaisedException(exc);
     return 0;
 }
 
-PyDoc_STRVAR(loop_sigwake_fd_doc,
-"_sigwake_fd()\n--\n\n"
-"The write end of a pipe this loop polls: run_forever hands it to\n"
-"signal.set_wakeup_fd when nobody else has set one, so a signal that\n"
-"lands just before the poll still ends it (Ctrl-C on an idle loop).");
-
-static PyObject *
-loop_sigwake_fd(LoopObj *self, PyObject *Py_UNUSED(ignored))
+/* The pipe whose write end is handed to set_wakeup_fd; libev polls the
+ * read end. Made on first use. */
+static int
+sigwake_open(LoopObj *self)
 {
     int fds[2];
 
-    if (aioev_loop_check_closed(self) < 0) {
-        return NULL;
+    if (self->sigwake_w >= 0) {
+        return 0;
     }
-    if (self->sigwake_w < 0) {
-        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        ev_io_init(&self->sigwake, sigwake_cb, fds[0], EV_READ);
-        ev_io_start(self->evloop, &self->sigwake);
-        self->sigwake_w = fds[1];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
-    return PyLong_FromLong(self->sigwake_w);
+    ev_io_init(&self->sigwake, sigwake_cb, fds[0], EV_READ);
+    ev_io_start(self->evloop, &self->sigwake);
+    self->sigwake_w = fds[1];
+    return 0;
 }
 
 static int
@@ -1649,8 +1683,6 @@ static PyMethodDef loop_methods[] = {
     {"get_debug", (PyCFunction)loop_get_debug_meth, METH_NOARGS, NULL},
     {"_run", (PyCFunction)loop_run, METH_NOARGS, loop_run_doc},
     {"_close", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
-    {"_sigwake_fd", (PyCFunction)loop_sigwake_fd, METH_NOARGS,
-     loop_sigwake_fd_doc},
     {"_check_closed", (PyCFunction)loop_check_closed_meth, METH_NOARGS,
      NULL},
     {"_check_thread", (PyCFunction)loop_check_thread_meth, METH_NOARGS,

@@ -37,6 +37,8 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->set_result_unless_cancelled);
     Py_VISIT(st->set_nodelay);
     Py_VISIT(st->socket_socket);
+    Py_VISIT(st->set_wakeup_fd);
+    Py_VISIT(st->main_thread);
     Py_VISIT(st->StreamReaderProtocol);
     Py_VISIT(st->StreamReader);
     for (int i = 0; i < 3; i++) {
@@ -108,6 +110,8 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->set_result_unless_cancelled);
     Py_CLEAR(st->set_nodelay);
     Py_CLEAR(st->socket_socket);
+    Py_CLEAR(st->set_wakeup_fd);
+    Py_CLEAR(st->main_thread);
     Py_CLEAR(st->str__accept);
     Py_CLEAR(st->str_accept);
     Py_CLEAR(st->str_gettimeout);
@@ -289,6 +293,8 @@ module_exec(PyObject *mod)
         {offsetof(aioev_state, set_nodelay), "asyncio.base_events",
          "_set_nodelay"},
         {offsetof(aioev_state, socket_socket), "socket", "socket"},
+        {offsetof(aioev_state, set_wakeup_fd), "signal", "set_wakeup_fd"},
+        {offsetof(aioev_state, main_thread), "threading", "main_thread"},
         {offsetof(aioev_state, StreamReaderProtocol), "asyncio.streams",
          "StreamReaderProtocol"},
         {offsetof(aioev_state, StreamReader), "asyncio.streams",

@@ -189,6 +189,8 @@ typedef struct {
     PyObject *set_result_unless_cancelled;
     PyObject *set_nodelay;         /* asyncio.base_events._set_nodelay */
     PyObject *socket_socket;       /* socket.socket */
+    PyObject *set_wakeup_fd;       /* signal.set_wakeup_fd */
+    PyObject *main_thread;         /* threading.main_thread */
     PyObject *str__accept;
     PyObject *str_accept;
     PyObject *str_gettimeout;
