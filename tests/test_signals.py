@@ -318,6 +318,79 @@ def test_loop_in_a_thread_leaves_the_wakeup_fd(loop_factory):
     assert signal.set_wakeup_fd(-1) == -1
 
 
+WAKEUP_SWAP_SCRIPT = textwrap.dedent("""
+    # A signal landing while the loop checks whose the wakeup fd is (set
+    # ours, see the old one, put it back) must reach the old one's reader:
+    # add_signal_handler's turns its bytes into handler calls. The spy
+    # raises the signal right inside that window; it has to be in place
+    # before aioev keeps a reference to signal.set_wakeup_fd.
+    import os, signal, sys
+    kind, when = sys.argv[1], sys.argv[2]
+    real = signal.set_wakeup_fd
+    state = {"armed": False, "csock": None, "fired": False}
+
+    def spy(fd, *args, **kwargs):
+        old = real(fd, *args, **kwargs)
+        if state["armed"] and fd not in (-1, state["csock"]):
+            state["armed"] = False
+            state["fired"] = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return old
+
+    signal.set_wakeup_fd = spy
+    import asyncio
+    if kind == "aioev":
+        import aioev
+        loop = aioev.new_event_loop()
+    else:
+        loop = asyncio.SelectorEventLoop()
+    calls = []
+
+    def handler():
+        calls.append("handled")
+
+    async def wait_for_handler():
+        for _ in range(2000):
+            if calls:
+                return calls[0]
+            await asyncio.sleep(0.001)
+        return "lost"
+
+    if when == "take":  # the run's start, with a handler set before
+        loop.add_signal_handler(signal.SIGUSR1, handler)
+        state["csock"] = loop._csock.fileno()
+        state["armed"] = True
+        loop.run_until_complete(asyncio.sleep(0.01))
+    else:  # "give-back": the run's end, with a handler set during it
+        async def add():
+            loop.add_signal_handler(signal.SIGUSR1, handler)
+            state["csock"] = loop._csock.fileno()
+            state["armed"] = True
+            await asyncio.sleep(0.01)
+        loop.run_until_complete(add())
+    where = "in the window"
+    if not state["fired"]:  # asyncio never sets another fd: no window
+        state["armed"] = False
+        os.kill(os.getpid(), signal.SIGUSR1)
+        where = "later"
+    print(loop.run_until_complete(wait_for_handler()), where, flush=True)
+    loop.close()
+""")
+
+
+@pytest.mark.parametrize("when", ["take", "give-back"])
+def test_signal_during_wakeup_fd_check_reaches_handler(
+        loop_kind, loop_factory, when, tmp_path, subprocess_env):
+    script = tmp_path / "wakeup_swap.py"
+    script.write_text(WAKEUP_SWAP_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), loop_kind, when],
+                          capture_output=True, text=True, timeout=30,
+                          env=subprocess_env)
+    assert proc.returncode == 0, proc.stderr
+    where = "in the window" if loop_kind == "aioev" else "later"
+    assert proc.stdout.splitlines() == ["handled " + where], proc.stderr
+
+
 # ---------------------------------------------------------------------------
 # Ctrl-C in a child process
 

@@ -311,14 +311,25 @@ timeout_cb(struct ev_loop *evloop, ev_timer *w, int revents)
     /* Ends the poll; due timers are collected after ev_run returns. */
 }
 
+/* Empties the pipe; with to >= 0, passes what it held on to that fd. */
+static void
+sigwake_drain(int fd, int to)
+{
+    char buf[256];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        if (to >= 0 && write(to, buf, (size_t)n) < 0) {
+            /* their fd is full or gone: as the signal handler would */
+        }
+    }
+}
+
 static void
 sigwake_cb(struct ev_loop *evloop, ev_io *w, int revents)
 {
     /* A signal's byte: it ended the poll, and run_once checks signals
      * after it. Drain so the next poll can sleep. */
-    char buf[256];
-    while (read(w->fd, buf, sizeof(buf)) > 0) {
-    }
+    sigwake_drain(w->fd, -1);
 }
 
 static void
@@ -383,6 +394,7 @@ sigwake_take(LoopObj *self)
     if (sigwake_open(self) < 0) {
         return -1;
     }
+    sigwake_drain(self->sigwake.fd, -1);
     long old = set_wakeup_fd(self, self->sigwake_w);
     if (old == -2) {
         if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
@@ -392,8 +404,13 @@ sigwake_take(LoopObj *self)
         return 0;
     }
     if (old != -1) {
-        /* Someone's own, or add_signal_handler's: theirs. */
-        return set_wakeup_fd(self, (int)old) == -2 ? -1 : 0;
+        /* Someone's own, or add_signal_handler's: theirs. Set-and-check
+         * is the only way to read it: a signal that came in between wrote
+         * to our pipe, and its byte is theirs (add_signal_handler's
+         * reader turns bytes into handler calls). */
+        long rc = set_wakeup_fd(self, (int)old);
+        sigwake_drain(self->sigwake.fd, (int)old);
+        return rc == -2 ? -1 : 0;
     }
     self->sigwake_set = self->sigwake_w;
     return 0;
@@ -411,9 +428,19 @@ sigwake_give_back(LoopObj *self)
         return 0;
     }
     PyObject *exc = PyErr_GetRaisedException();
-    long cur = set_wakeup_fd(self, -1);
-    if (cur >= 0 && cur != fd) {
-        cur = set_wakeup_fd(self, (int)cur) == -2 ? -2 : cur;
+    /* Bytes still in our pipe came while the fd was ours. Then check by
+     * setting ours again (setting -1 would drop a signal's byte that came
+     * meanwhile): if someone set theirs during the run, put it back with
+     * what came in between. */
+    sigwake_drain(self->sigwake.fd, -1);
+    long cur = set_wakeup_fd(self, fd);
+    if (cur == fd) {
+        cur = set_wakeup_fd(self, -1);
+    }
+    else if (cur >= 0) {
+        int theirs = (int)cur;
+        cur = set_wakeup_fd(self, theirs);
+        sigwake_drain(self->sigwake.fd, theirs);
     }
     if (cur == -2) {
         if (exc == NULL) {
