@@ -513,8 +513,10 @@ def test_run_until_complete_stops_when_future_done_from_callback(loop):
 
 
 def test_close_is_idempotent(loop):
+    assert loop._closed is False  # private, but libraries read it
     loop.close()
     assert loop.is_closed()
+    assert loop._closed is True
     loop.close()
     assert loop.is_closed()
 

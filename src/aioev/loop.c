@@ -1491,6 +1491,13 @@ loop_get_stopping(LoopObj *self, void *c)
     return PyBool_FromLong(self->stopping);
 }
 
+/* asyncio's and uvloop's private flag, which some libraries read. */
+static PyObject *
+loop_get_closed(LoopObj *self, void *c)
+{
+    return PyBool_FromLong(self->closed);
+}
+
 static PyObject *
 loop_get_current_handle(LoopObj *self, void *c)
 {
@@ -1724,6 +1731,7 @@ static PyGetSetDef loop_getset[] = {
      NULL, NULL},
     {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
     {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
+    {"_closed", (getter)loop_get_closed, NULL, NULL, NULL},
     {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
     {"_ready_count", (getter)loop_get_ready_count, NULL, NULL, NULL},
     {"_timer_count", (getter)loop_get_timer_count, NULL, NULL, NULL},
