@@ -300,6 +300,19 @@ def test_loop_keeps_a_wakeup_fd_set_by_someone_else(loop):
         os.close(w)
 
 
+def test_wakeup_fd_unset_during_the_run_stays_unset(loop):
+    # add_signal_handler sets its fd, removing the last handler unsets it:
+    # the run must not leave its own behind (its pipe closes with it).
+    async def main():
+        await asyncio.sleep(0.001)  # a poll that may sleep: fd taken
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        loop.remove_signal_handler(signal.SIGUSR1)
+
+    assert signal.set_wakeup_fd(-1) == -1
+    loop.run_until_complete(main())
+    assert signal.set_wakeup_fd(-1) == -1
+
+
 def test_loop_in_a_thread_leaves_the_wakeup_fd(loop_factory):
     seen = []
 

@@ -434,7 +434,7 @@ sigwake_give_back(LoopObj *self)
      * what came in between. */
     sigwake_drain(self->sigwake.fd, -1);
     long cur = set_wakeup_fd(self, fd);
-    if (cur == fd) {
+    if (cur == fd || cur == -1) {  /* still ours, or unset meanwhile */
         cur = set_wakeup_fd(self, -1);
     }
     else if (cur >= 0) {
