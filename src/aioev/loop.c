@@ -1273,7 +1273,6 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
     PyObject *coro = NULL, *name = Py_None, *context = Py_None;
     PyObject *vals[3] = {NULL, Py_None, Py_None};
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *task = NULL;
 
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError,
@@ -1319,7 +1318,8 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
     }
 #if PY_VERSION_HEX >= 0x030E0000
     return create_task_passing_kwargs(self, args, nargs, kwnames);
-#endif
+#else
+    PyObject *task = NULL;
     if (context == Py_None) {
         PyObject *fargs[2] = {(PyObject *)self, coro};
         task = PyObject_Vectorcall(self->task_factory, fargs, 2, NULL);
@@ -1341,6 +1341,7 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
         Py_XDECREF(r);
     }
     return task;
+#endif
 }
 
 static PyObject *
