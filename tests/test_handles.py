@@ -248,6 +248,69 @@ def test_context_entered_twice_is_an_error_not_a_crash(loop, errors):
     assert isinstance(ctx_info["exception"], RuntimeError)
 
 
+@pytest.mark.parametrize("how", ["call_soon", "call_later", "call_at",
+                                 "call_soon_threadsafe", "cancelled"])
+@pytest.mark.parametrize("bad", ["x", 5, {}, None.__class__])
+def test_context_that_is_no_context(loop, errors, how, bad):
+    # asyncio takes any context= and calls its run() when the handle runs:
+    # AttributeError to the exception handler, no crash (aioev used to
+    # abort on GC bookkeeping meant for its own context copies).
+    ran = []
+    if how == "call_soon":
+        loop.call_soon(ran.append, 1, context=bad)
+    elif how == "call_later":
+        loop.call_later(0.001, ran.append, 1, context=bad)
+    elif how == "call_at":
+        loop.call_at(loop.time() + 0.001, ran.append, 1, context=bad)
+    elif how == "call_soon_threadsafe":
+        loop.call_soon_threadsafe(ran.append, 1, context=bad)
+    else:
+        loop.call_later(0.001, ran.append, 1, context=bad).cancel()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert ran == []
+    if how == "cancelled":
+        return
+    exc = errors.take_one()["exception"]
+    assert isinstance(exc, AttributeError)
+    assert "run" in str(exc)
+
+
+def test_context_with_a_run_method_is_used(loop):
+    # Duck typing, as asyncio's Handle: context.run(callback, *args).
+    calls = []
+
+    class Runner:
+        def run(self, fn, *args):
+            calls.append(args)
+            return fn(*args)
+
+    fut = loop.create_future()
+    loop.call_soon(calls.append, "direct", context=Runner())
+    fut.add_done_callback(lambda f: calls.append("done cb"),
+                          context=Runner())
+    loop.call_soon(fut.set_result, None)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == [("direct",), "direct", (fut,), "done cb"]
+
+
+def test_task_context_that_is_no_context(loop, errors):
+    async def coro():
+        return 1
+
+    async def main():
+        t = loop.create_task(coro(), context="x")
+        await asyncio.sleep(0.01)
+        return t
+
+    t = loop.run_until_complete(main())
+    # Its first step failed in "x".run(...): reported, the task not run.
+    exc = errors.take_one()["exception"]
+    assert isinstance(exc, AttributeError)
+    assert not t.done()
+    t._log_destroy_pending = False
+    t.get_coro().close()
+
+
 def test_call_soon_threadsafe_context_from_thread(loop):
     seen = []
     done = loop.create_future()

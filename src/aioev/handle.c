@@ -65,6 +65,60 @@ handle_error(aioev_state *st, PyObject *loop, PyObject *handle,
 
 static int handle_run_locked(HandleObj *h);
 
+/* func(*args) run in ctx, as asyncio's Handle does ctx.run(func, *args):
+ * a contextvars.Context is entered directly; anything else has its run()
+ * called (an object without one raises AttributeError, as in asyncio).
+ * New reference, or NULL with an exception set. */
+PyObject *
+aioev_context_call(PyObject *ctx, PyObject *func, PyObject *const *args,
+                   Py_ssize_t nargs)
+{
+    PyObject *res;
+    if (PyContext_CheckExact(ctx)) {
+        if (PyContext_Enter(ctx) < 0) {
+            return NULL;
+        }
+        res = PyObject_Vectorcall(func, args, (size_t)nargs, NULL);
+        if (PyContext_Exit(ctx) < 0) {
+            Py_CLEAR(res);
+        }
+        return res;
+    }
+    PyObject *small[8], **all = small;
+    if (nargs + 2 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        all = PyMem_New(PyObject *, nargs + 2);
+        if (all == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    all[0] = ctx;
+    all[1] = func;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        all[i + 2] = args[i];
+    }
+    PyObject *name = PyUnicode_FromString("run");
+    res = name == NULL ? NULL
+        : PyObject_VectorcallMethod(name, all, (size_t)(nargs + 2), NULL);
+    Py_XDECREF(name);
+    if (all != small) {
+        PyMem_Free(all);
+    }
+    return res;
+}
+
+/* Contexts the loop copied for its handles go untracked while the loop
+ * owns them and must die tracked (context_tp_dealloc untracks
+ * unconditionally); a context given by the caller was never untracked,
+ * and may not even be a Context (asyncio takes anything with a run()). */
+void
+aioev_context_retrack(PyObject *ctx)
+{
+    if (ctx != NULL && PyContext_CheckExact(ctx)
+        && !PyObject_GC_IsTracked(ctx)) {
+        PyObject_GC_Track(ctx);
+    }
+}
+
 /* A call_soon_threadsafe handle runs holding its loop's lock, for
  * cancel() from another thread to wait on (loop.c). */
 int
@@ -102,22 +156,14 @@ handle_run_locked(HandleObj *h)
 {
     PyObject *res;
 
-    if (PyContext_Enter(h->context) < 0) {
-        return handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h,
-                            h->callback, h->args);
-    }
     /* Owned for the call and its report: cancel(), from the callback
      * itself or from a thread while the callback has released the GIL,
      * drops h->callback and h->args (and with them what they alone
      * kept alive, e.g. the socket of a bound sock.recv). */
     PyObject *cb = Py_NewRef(h->callback), *args = Py_NewRef(h->args);
     int rc = 0;
-    res = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0),
-                              PyTuple_GET_SIZE(args), NULL);
-    if (PyContext_Exit(h->context) < 0) {
-        Py_XDECREF(res);
-        res = NULL;
-    }
+    res = aioev_context_call(h->context, cb, &PyTuple_GET_ITEM(args, 0),
+                             PyTuple_GET_SIZE(args));
     if (res == NULL) {
         rc = handle_error(AIOEV_STATE(h), h->loop, (PyObject *)h, cb, args);
     }
@@ -134,9 +180,7 @@ aioev_handle_track(PyObject *obj)
     if (!PyObject_GC_IsTracked(obj)) {
         PyObject_GC_Track(obj);
     }
-    if (h->context != NULL && !PyObject_GC_IsTracked(h->context)) {
-        PyObject_GC_Track(h->context);
-    }
+    aioev_context_retrack(h->context);
 }
 
 void
@@ -173,11 +217,7 @@ handle_clear(HandleObj *h)
 {
     Py_CLEAR(h->callback);
     Py_CLEAR(h->args);
-    /* Contexts expect to be tracked when they die (context_tp_dealloc
-     * untracks unconditionally): re-track the loop's untracked copy. */
-    if (h->context != NULL && !PyObject_GC_IsTracked(h->context)) {
-        PyObject_GC_Track(h->context);
-    }
+    aioev_context_retrack(h->context);
     Py_CLEAR(h->context);
     Py_CLEAR(h->loop);
     Py_CLEAR(h->source_tb);

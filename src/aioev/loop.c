@@ -615,6 +615,27 @@ run_item(LoopObj *self, ready_item *it)
         /* A step runs in the task's context, as call_soon(step,
          * context=task_context) would run it. */
         TaskObj *task = (TaskObj *)it->a;
+        if (!PyContext_CheckExact(task->task_context)) {
+            /* context.run(step), as asyncio's call_soon would do */
+            PyObject *cb = aioev_task_callback(
+                st, task, it->kind == READY_TASK_WAKEUP ? NULL : it->b,
+                it->kind == READY_TASK_WAKEUP);
+            if (cb == NULL) {
+                return -1;
+            }
+            res = aioev_context_call(task->task_context, cb, &it->b,
+                                     it->kind == READY_TASK_WAKEUP);
+            if (res == NULL && !is_fatal_error()) {
+                aioev_report_callback_error(st, (PyObject *)self, NULL, cb,
+                                            NULL);
+            }
+            Py_DECREF(cb);
+            if (res == NULL) {
+                return PyErr_Occurred() ? -1 : 0;
+            }
+            Py_DECREF(res);
+            return 0;
+        }
         PyObject *ctx = Py_NewRef(task->task_context);
         if (PyContext_Enter(ctx) < 0) {
             Py_DECREF(ctx);
@@ -634,14 +655,7 @@ run_item(LoopObj *self, ready_item *it)
         break;
     }
     case READY_FUT_CALLBACK:
-        if (PyContext_Enter(it->c) < 0) {
-            rc = -1;
-            break;
-        }
-        res = PyObject_CallOneArg(it->a, it->b);
-        if (PyContext_Exit(it->c) < 0) {
-            Py_CLEAR(res);
-        }
+        res = aioev_context_call(it->c, it->a, &it->b, 1);
         if (res == NULL) {
             if (is_fatal_error()) {
                 return -1;
@@ -970,8 +984,8 @@ make_handle(LoopObj *self, PyTypeObject *tp, const char *fname,
     }
 error:
     Py_XDECREF(tuple);
-    if (h == NULL && ctx != NULL && !PyObject_GC_IsTracked(ctx)) {
-        PyObject_GC_Track(ctx);  /* contexts die tracked (handle.c) */
+    if (h == NULL) {
+        aioev_context_retrack(ctx);  /* contexts die tracked (handle.c) */
     }
     Py_XDECREF(ctx);  /* on success the handle holds it, untracked */
     return h;

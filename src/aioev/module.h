@@ -381,6 +381,11 @@ int aioev_loop_is_closed(LoopObj *loop);
 /* loop.create_future() for our own loop, without the method lookup. */
 PyObject *aioev_loop_new_future(LoopObj *loop);
 void aioev_loop_timer_cancelled(LoopObj *loop, TimerHandleObj *t);
+/* func(*args) in context ctx, as ctx.run(func, *args) (handle.c). */
+PyObject *aioev_context_call(PyObject *ctx, PyObject *func,
+                             PyObject *const *args, Py_ssize_t nargs);
+/* Track again a context copy the loop left untracked (handle.c). */
+void aioev_context_retrack(PyObject *ctx);
 /* Report an error of a callback to loop.call_exception_handler. */
 void aioev_report_callback_error(aioev_state *st, PyObject *loop,
                                  PyObject *handle, PyObject *callback,
@@ -527,6 +532,10 @@ int aioev_task_step(aioev_state *st, TaskObj *task, PyObject *exc);
 int aioev_task_wakeup(aioev_state *st, TaskObj *task, PyObject *fut);
 /* A callable standing for the task's wake-up, for display. */
 PyObject *aioev_task_wakeup_callable(aioev_state *st, TaskObj *task);
+/* A callable doing the task's step (with exc) or, if wakeup, its wake-up
+ * (called with the future). */
+PyObject *aioev_task_callback(aioev_state *st, TaskObj *task, PyObject *exc,
+                              int wakeup);
 /* Create a Task as loop.create_task does without a factory. */
 PyObject *aioev_task_new(aioev_state *st, PyObject *coro, PyObject *loop,
                          PyObject *name, PyObject *context);

@@ -40,6 +40,13 @@ aioev_task_wakeup_callable(aioev_state *st, TaskObj *task)
     return task_callback_new(st, task, NULL, 1);
 }
 
+PyObject *
+aioev_task_callback(aioev_state *st, TaskObj *task, PyObject *exc,
+                    int wakeup)
+{
+    return task_callback_new(st, task, exc, wakeup);
+}
+
 /* Schedules task.__step(exc) (exc may be NULL) on the task's loop. */
 static int
 task_schedule_step(aioev_state *st, TaskObj *task, PyObject *exc)
