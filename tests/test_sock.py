@@ -1755,3 +1755,160 @@ def test_pending_operations_collected_after_close(loop, errors, closing):
     assert len(contexts) == 3
     for ctx in contexts:
         assert "destroyed but it is pending" in ctx["message"]
+
+
+# ---------------------------------------------------------------------------
+# Arguments as asyncio's coroutines take them (found by a differential fuzzer)
+
+
+def test_keyword_arguments(loop, sockpair, udp_pair):
+    a, b = sockpair
+    u, v = udp_pair
+
+    async def main():
+        await loop.sock_sendall(sock=b, data=b"abcd")
+        got = [await loop.sock_recv(a, n=2)]
+        buf = bytearray(2)
+        got.append(await loop.sock_recv_into(sock=a, buf=buf))
+        got.append(bytes(buf))
+        await loop.sock_sendto(v, data=b"x", address=u.getsockname())
+        got.append((await loop.sock_recvfrom(u, bufsize=10))[0])
+        await loop.sock_sendto(v, b"yz", u.getsockname())
+        buf = bytearray(4)
+        got.append((await loop.sock_recvfrom_into(u, buf, nbytes=4))[0])
+        return got
+    assert run(loop, main()) == [b"ab", 2, b"cd", b"x", 2]
+    with pytest.raises(TypeError):
+        loop.sock_recv(a, size=3)
+    with pytest.raises(TypeError):
+        loop.sock_recv(a, 3, n=3)
+    with pytest.raises(TypeError):
+        loop.sock_sendall(a)
+
+
+@pytest.mark.parametrize("n, exc, msg", [
+    (None, TypeError, "cannot be interpreted as an integer"),
+    ("x", TypeError, "cannot be interpreted as an integer"),
+    (2 ** 63, OverflowError, "Python int too large to convert to C ssize_t"),
+])
+def test_bad_size_fails_at_await(loop, sockpair, n, exc, msg):
+    # As from asyncio's coroutines: the call is fine, awaiting raises, and
+    # a task made of it fails (not its creator).
+    a, b = sockpair
+
+    async def main():
+        t = loop.create_task(loop.sock_recv(a, n))
+        with pytest.raises(exc, match=msg):
+            await t
+        with pytest.raises(exc, match=msg):
+            await loop.sock_recvfrom(a, n)
+    run(loop, main())
+
+
+def test_recvfrom_into_falsy_nbytes_means_whole_buffer(loop, udp_pair):
+    u, v = udp_pair
+
+    async def main():
+        got = []
+        for nbytes in (None, 0, 0.0, False):
+            v.sendto(b"abcdef", u.getsockname())
+            buf = bytearray(4)
+            n, _ = await loop.sock_recvfrom_into(u, buf, nbytes)
+            got.append(bytes(buf[:n]))
+        return got
+    assert run(loop, main()) == [b"abcd"] * 4
+
+
+def test_recv_into_bad_buffer_messages(loop, sockpair):
+    a, b = sockpair
+    released = memoryview(bytearray(4))
+    released.release()
+
+    async def main():
+        for buf, name in [(bytes(4), "bytes"), ("s", "str"), (None, "None"),
+                          (memoryview(bytes(4)), "memoryview"),
+                          (released, "memoryview"),
+                          (memoryview(bytearray(8))[::2], "memoryview")]:
+            with pytest.raises(TypeError) as info:
+                await loop.sock_recv_into(a, buf)
+            assert str(info.value) == (
+                "recv_into() argument 1 must be read-write bytes-like "
+                "object, not " + name)
+    run(loop, main())
+
+
+def test_errors_not_delayed_after_a_cancelled_wait(loop, udp_pair, closing):
+    # A recv-like op right after another one waited may skip its first try
+    # (the poll said there is nothing to read). That must not hide errors
+    # the call would raise at once: it waited for data forever.
+    u, v = udp_pair
+    a, b = closing(*socket.socketpair())
+    a.setblocking(False)
+
+    async def cancelled_wait(coro):
+        t = loop.create_task(coro)
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    async def main():
+        await cancelled_wait(loop.sock_recvfrom(u, 10))
+        with pytest.raises(TypeError, match="read-write"):
+            await loop.sock_recvfrom_into(u, bytes(5))
+        await cancelled_wait(loop.sock_recvfrom(u, 10))
+        with pytest.raises(ValueError, match="nbytes is greater"):
+            await loop.sock_recvfrom_into(u, bytearray(5), 100)
+        await cancelled_wait(loop.sock_recvfrom(u, 10))
+        with pytest.raises(OSError) as info:
+            await loop.sock_accept(u)
+        assert info.value.errno == errno.EOPNOTSUPP
+        await cancelled_wait(loop.sock_recv(a, 10))
+        with pytest.raises(OSError) as info:
+            await loop.sock_accept(a)
+        assert info.value.errno == errno.EINVAL
+    run(loop, main(), timeout=2)
+
+
+def test_sendall_nothing_still_sends(loop, closing):
+    # asyncio calls send() once even for b"": the socket's own errors show.
+    s = closing(socket.socket())
+    s.setblocking(False)
+    c, d = closing(*nonblocking(*socket.socketpair()))
+    c.shutdown(socket.SHUT_WR)
+
+    async def main():
+        with pytest.raises(OSError) as info:
+            await loop.sock_sendall(s, b"")
+        assert info.value.errno == errno.EPIPE  # never connected: EPIPE
+        with pytest.raises(BrokenPipeError):
+            await loop.sock_sendall(c, b"")
+        assert await loop.sock_sendall(d, b"") is None
+    run(loop, main())
+
+
+def test_closed_socket_arguments_checked_first(loop, closing):
+    # As the socket's own methods do: arguments, then the socket.
+    s = socket.socket()
+    s.setblocking(False)
+    s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setblocking(False)
+    u.close()
+
+    async def main():
+        assert await loop.sock_recv(s, 0) == b""
+        assert await loop.sock_recv_into(s, bytearray(0)) == 0
+        with pytest.raises(TypeError):
+            await loop.sock_sendall(s, 5)
+        with pytest.raises(TypeError):
+            await loop.sock_recv_into(s, bytes(3))
+        with pytest.raises(OverflowError):
+            await loop.sock_connect(s, ("127.0.0.1", -1))
+        with pytest.raises(OSError) as info:
+            await loop.sock_recv(s, 1)
+        assert info.value.errno == errno.EBADF
+        with pytest.raises(OSError) as info:
+            await loop.sock_sendto(u, b"x", ("127.0.0.1", 9))
+        assert info.value.errno == errno.EBADF
+    run(loop, main())

@@ -265,7 +265,8 @@ aioev_io_add_owned(LoopObj *loop, int fd, int writer, HandleObj *h,
 }
 
 int
-aioev_io_remove_owned(LoopObj *loop, int fd, int writer, PyObject *owner)
+aioev_io_remove_owned(LoopObj *loop, int fd, int writer, PyObject *owner,
+                      int kind)
 {
     if (loop->closed) {
         return 0;
@@ -301,16 +302,18 @@ aioev_io_remove_owned(LoopObj *loop, int fd, int writer, PyObject *owner)
     *slot = NULL;
     e->idle_since = loop->iter + 1;
     e->seen = 0;
+    e->kind = kind;
     old->cancelled = 1;
     Py_DECREF(old);
     return 1;
 }
 
 int
-aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner)
+aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner, int kind)
 {
     io_entry *e = fd < loop->fds_cap ? loop->fds[fd] : NULL;
     return e != NULL && e->idle_since == loop->iter && !e->seen
+           && e->kind == kind
            && ev_is_active(&e->io)
            && (e->io.events & (EV_READ | EV_WRITE)) == EV_READ
            && owner_is(e, owner);

@@ -33,6 +33,7 @@ typedef struct {
     uint64_t idle_since;       /* iteration it began lingering; 0: not */
     int listed;                /* in loop->linger; only the sweep frees */
     int seen;                  /* an event came while lingering */
+    int kind;                  /* what op left it lingering (sock.c) */
 } io_entry;
 
 struct LoopObj {
@@ -101,12 +102,14 @@ int aioev_io_remove(LoopObj *loop, int fd, int writer);
 int aioev_io_add_owned(LoopObj *loop, int fd, int writer, HandleObj *h,
                        PyObject *owner);
 int aioev_io_remove_owned(LoopObj *loop, int fd, int writer,
-                          PyObject *owner);
-/* 1 if owner's read watch on fd lingers since before this iteration's
- * poll, which reported nothing for it: a recv (or accept) now would find
- * nothing (unless it came in the last microseconds), so a sock_* op may
- * wait at once instead of paying a failing syscall first. */
-int aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner);
+                          PyObject *owner, int kind);
+/* 1 if owner's read watch on fd, left by an op of the same kind, lingers
+ * since before this iteration's poll, which reported nothing for it: a
+ * recv (or accept) now would find nothing (unless it came in the last
+ * microseconds), so a sock_* op may wait at once instead of paying a
+ * failing syscall first. (Only after the same kind of op: that one
+ * waited, so this one would not fail at once either.) */
+int aioev_io_quiet(LoopObj *loop, int fd, PyObject *owner, int kind);
 /* The selectors-style mask (1 read, 2 write) of what fd is watched for. */
 int aioev_io_events(LoopObj *loop, int fd);
 /* At the start of each iteration: disarm watches lingering since before

@@ -58,6 +58,21 @@ method_would_block(void)
     return -1;
 }
 
+/* The buffer of socket.recv_into's "w*" argument (fname's argument 1),
+ * or its TypeError. */
+static int
+get_writable(PyObject *obj, Py_buffer *view, const char *fname)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) == 0) {
+        return 0;
+    }
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "%s() argument 1 must be read-write "
+                 "bytes-like object, not %.50s", fname,
+                 obj == Py_None ? "None" : Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
 /* ------------------------------------------------------------------------
  * The operations: 1 done (*res set), 0 would block, -1 error
  * ------------------------------------------------------------------------ */
@@ -117,7 +132,7 @@ try_recv_into(SockOpObj *op, PyObject **res)
 {
     Py_buffer view;
     ssize_t r;
-    if (PyObject_GetBuffer(op->arg, &view, PyBUF_WRITABLE) < 0) {
+    if (get_writable(op->arg, &view, "recv_into") < 0) {
         return -1;
     }
     if (view.len == 0) {
@@ -145,6 +160,14 @@ try_recv_into(SockOpObj *op, PyObject **res)
 static int
 try_sendall(SockOpObj *op, PyObject **res)
 {
+    if (op->buf.len == 0) {
+        /* asyncio sends even nothing once: the socket's errors show
+         * (not connected, shut down ...) */
+        if (send(op->fd, "", 0, 0) < 0 && !would_block()) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
     while (op->n < op->buf.len) {
         ssize_t r = send(op->fd, (char *)op->buf.buf + op->n,
                          (size_t)(op->buf.len - op->n), 0);
@@ -285,7 +308,7 @@ op_unwatch(SockOpObj *op)
     if (!h->cancelled
         && (op->sock != NULL
             ? aioev_io_remove_owned(op->loop, op->fd, op_is_writer(op->kind),
-                                    op->sock)
+                                    op->sock, op->kind + 1)
             : aioev_io_remove(op->loop, op->fd,
                               op_is_writer(op->kind))) < 0) {
         PyErr_WriteUnraisable((PyObject *)op);
@@ -389,10 +412,13 @@ coro_new(aioev_state *st, FutureObj *fut, SockOpObj *op, int kind)
 }
 
 /* For an operation that completed when called: no future needed. Steals
- * result. */
+ * result (NULL: an error is set, passed on). */
 static PyObject *
 coro_new_result(aioev_state *st, PyObject *result, int kind)
 {
+    if (result == NULL) {
+        return NULL;
+    }
     SockCoroObj *c = PyObject_GC_New(SockCoroObj, st->SockCoroType);
     if (c == NULL) {
         Py_DECREF(result);
@@ -628,20 +654,34 @@ check_socket(LoopObj *loop, PyObject *sock)
     return 0;
 }
 
+/* sock.fileno() into *fd: -1 for a closed socket. 0, or -1 with an
+ * exception set. */
 static int
-socket_fd(aioev_state *st, PyObject *sock)
+socket_fd(aioev_state *st, PyObject *sock, int *fd)
 {
     PyObject *r = PyObject_CallMethodNoArgs(sock, st->str_fileno);
     if (r == NULL) {
         return -1;
     }
-    long fd = PyLong_AsLong(r);
+    long v = PyLong_AsLong(r);
     Py_DECREF(r);
-    if (fd == -1 && !PyErr_Occurred()) {
-        errno = EBADF;
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
     }
-    return (int)fd;
+    if (v < -1 || v > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", v);
+        return -1;
+    }
+    *fd = (int)v;
+    return 0;
+}
+
+/* Ops that go through the socket's own method on their first try. */
+static int
+op_is_method(int kind)
+{
+    return kind == OP_RECVFROM || kind == OP_RECVFROM_INTO
+           || kind == OP_SENDTO || kind == OP_ACCEPT || kind == OP_CONNECT;
 }
 
 /* Settles fut with the raised exception and returns its coroutine: bad
@@ -685,9 +725,6 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
                      kind == OP_RECV ? "recv" : "recvfrom");
         return fail_at_await(loop, kind);
     }
-    if (check_socket(loop, sock) < 0 || (fd = socket_fd(st, sock)) < 0) {
-        return fail_at_await(loop, kind);
-    }
     /* The first attempt runs on this stack copy: an operation done at
      * once (the common case) allocates no SockOp. */
     first.loop = loop;
@@ -695,18 +732,14 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     first.arg = arg;
     first.has_buf = 0;
     first.n = n;
-    first.fd = fd;
+    first.fd = -1;
     first.kind = kind;
+    /* The arguments first: the socket's methods check them before the
+     * socket itself. */
     if (bufobj != NULL) {
-        if (PyObject_GetBuffer(bufobj, &first.buf,
-                               writable ? PyBUF_WRITABLE : PyBUF_SIMPLE)
-            < 0) {
-            if (writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
-                PyErr_Clear();  /* what socket.recv_into raises */
-                PyErr_Format(PyExc_TypeError, "a read-write bytes-like "
-                             "object is required, not '%.200s'",
-                             Py_TYPE(bufobj)->tp_name);
-            }
+        if ((writable ? get_writable(bufobj, &first.buf, "recv_into")
+                      : PyObject_GetBuffer(bufobj, &first.buf,
+                                           PyBUF_SIMPLE)) < 0) {
             return fail_at_await(loop, kind);
         }
         first.has_buf = 1;
@@ -715,6 +748,33 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
             op_release_buffer(&first);  /* checked; retaken per attempt */
         }
     }
+    if (check_socket(loop, sock) < 0 || socket_fd(st, sock, &fd) < 0) {
+        op_release_buffer(&first);
+        return fail_at_await(loop, kind);
+    }
+    if ((kind == OP_RECV && n == 0) || (kind == OP_RECV_INTO && want == 0)) {
+        /* socket.recv(0) is b"" at once, recv_into(empty) 0: data or
+         * not, open or not */
+        return coro_new_result(st, kind == OP_RECV
+                                   ? PyBytes_FromStringAndSize(NULL, 0)
+                                   : PyLong_FromLong(0), kind);
+    }
+    if (fd == -1) {
+        /* Closed: a method raises its own error (it checks its
+         * arguments first), anything else EBADF. */
+        if (op_is_method(kind) && try_op(&first, &res) != 0) {
+            Py_XDECREF(res);  /* no success on fd -1: only errors */
+            if (PyErr_Occurred()) {
+                op_release_buffer(&first);
+                return fail_at_await(loop, kind);
+            }
+        }
+        op_release_buffer(&first);
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return fail_at_await(loop, kind);
+    }
+    first.fd = fd;
     /* A task looping on sock_recv usually calls it again right after
      * answering the peer, before the peer could answer back; one looping
      * on sock_accept, right after the connection it waited for. (Asked
@@ -724,7 +784,7 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
     if ((((kind == OP_RECV || kind == OP_RECV_INTO) && want > 0)
          || kind == OP_RECVFROM || kind == OP_RECVFROM_INTO
          || kind == OP_ACCEPT)
-        && aioev_io_quiet(loop, fd, sock)) {
+        && aioev_io_quiet(loop, fd, sock, kind + 1)) {
         rc = 0;
     }
     else {
@@ -791,130 +851,193 @@ error:
  * Loop methods
  * ------------------------------------------------------------------------ */
 
+/* Binds a call's arguments to asyncio's parameter names, as a Python
+ * function would: out[i] is the i-th parameter's argument (borrowed), or
+ * NULL for an optional one not given (the first `required` are not). */
 static int
-check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min,
-            Py_ssize_t max)
+bind_args(const char *fname, const char *const *names, Py_ssize_t nnames,
+          Py_ssize_t required, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, PyObject **out)
 {
-    if (nargs < min || nargs > max) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments "
-                     "(%zd given)", name, min, max, nargs);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments "
+                     "but %zd were given", fname, nnames, nargs);
         return -1;
+    }
+    for (Py_ssize_t i = 0; i < nnames; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < nnames
+               && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) {
+            i++;
+        }
+        if (i == nnames) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword "
+                         "argument '%U'", fname, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for "
+                         "argument '%s'", fname, names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument "
+                         "'%s'", fname, names[i]);
+            return -1;
+        }
     }
     return 0;
 }
 
-static PyObject *
-loop_sock_recv(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+#define BIND(fname, required, ...)                                         \
+    static const char *const names[] = {__VA_ARGS__};                     \
+    PyObject *a[sizeof(names) / sizeof(names[0])];                        \
+    if (bind_args(fname, names, sizeof(names) / sizeof(names[0]),         \
+                  required, args, PyVectorcall_NARGS(nargsf), kwnames, a) \
+        < 0) {                                                            \
+        return NULL;                                                      \
+    }
+
+/* A size argument as the socket's methods convert it ("n"). */
+static int
+as_size(PyObject *obj, Py_ssize_t *out)
 {
-    if (check_nargs("sock_recv", nargs, 2, 2) < 0) {
-        return NULL;
+    PyObject *i = PyNumber_Index(obj);
+    if (i == NULL) {
+        return -1;
     }
-    Py_ssize_t n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    return op_start(loop, OP_RECV, args[0], NULL, NULL, 0, n);
+    *out = PyLong_AsSsize_t(i);
+    Py_DECREF(i);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 static PyObject *
-loop_sock_recv_into(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+loop_sock_recv(LoopObj *loop, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
 {
-    if (check_nargs("sock_recv_into", nargs, 2, 2) < 0) {
-        return NULL;
+    Py_ssize_t n;
+    BIND("sock_recv", 2, "sock", "n");
+    if (as_size(a[1], &n) < 0) {
+        return fail_at_await(loop, OP_RECV);
     }
-    return op_start(loop, OP_RECV_INTO, args[0], args[1], args[1], 1, 0);
+    return op_start(loop, OP_RECV, a[0], NULL, NULL, 0, n);
 }
 
 static PyObject *
-loop_sock_recvfrom(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+loop_sock_recv_into(LoopObj *loop, PyObject *const *args, size_t nargsf,
+                    PyObject *kwnames)
 {
-    if (check_nargs("sock_recvfrom", nargs, 2, 2) < 0) {
-        return NULL;
+    BIND("sock_recv_into", 2, "sock", "buf");
+    return op_start(loop, OP_RECV_INTO, a[0], a[1], a[1], 1, 0);
+}
+
+static PyObject *
+loop_sock_recvfrom(LoopObj *loop, PyObject *const *args, size_t nargsf,
+                   PyObject *kwnames)
+{
+    Py_ssize_t n;
+    BIND("sock_recvfrom", 2, "sock", "bufsize");
+    if (as_size(a[1], &n) < 0) {
+        return fail_at_await(loop, OP_RECVFROM);
     }
-    Py_ssize_t n = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    return op_start(loop, OP_RECVFROM, args[0], NULL, NULL, 0, n);
+    return op_start(loop, OP_RECVFROM, a[0], NULL, NULL, 0, n);
 }
 
 static PyObject *
 loop_sock_recvfrom_into(LoopObj *loop, PyObject *const *args,
-                        Py_ssize_t nargs)
+                        size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t n = 0;
-    if (check_nargs("sock_recvfrom_into", nargs, 2, 3) < 0) {
-        return NULL;
+    Py_buffer view;
+    BIND("sock_recvfrom_into", 2, "sock", "buf", "nbytes");
+    /* asyncio: "if not nbytes: nbytes = len(buf)", then the socket's
+     * checks, made here so that no error waits for the socket (its
+     * method is what tries it). */
+    int given = a[2] == NULL ? 0 : PyObject_IsTrue(a[2]);
+    if (given < 0
+        || (given ? as_size(a[2], &n) : (n = PyObject_Length(a[1]))) < 0
+        || get_writable(a[1], &view, "recvfrom_into") < 0) {
+        return fail_at_await(loop, OP_RECVFROM_INTO);
     }
-    if (nargs == 3) {
-        n = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-        if (n == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
+    Py_ssize_t len = view.len;
+    PyBuffer_Release(&view);
+    if (n < 0 || n > len) {
+        PyErr_SetString(PyExc_ValueError,
+                        n < 0 ? "negative buffersize in recvfrom_into"
+                              : "nbytes is greater than the length of the "
+                                "buffer");
+        return fail_at_await(loop, OP_RECVFROM_INTO);
     }
-    if (n == 0) {  /* asyncio: nbytes=0 means the whole buffer */
-        n = PyObject_Length(args[1]);
-        if (n < 0) {
-            return NULL;
-        }
-    }
-    return op_start(loop, OP_RECVFROM_INTO, args[0], args[1], NULL, 0, n);
+    return op_start(loop, OP_RECVFROM_INTO, a[0], a[1], NULL, 0, n);
 }
 
 static PyObject *
-loop_sock_sendall(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+loop_sock_sendall(LoopObj *loop, PyObject *const *args, size_t nargsf,
+                  PyObject *kwnames)
 {
-    if (check_nargs("sock_sendall", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return op_start(loop, OP_SENDALL, args[0], NULL, args[1], 0, 0);
+    BIND("sock_sendall", 2, "sock", "data");
+    return op_start(loop, OP_SENDALL, a[0], NULL, a[1], 0, 0);
 }
 
 static PyObject *
-loop_sock_sendto(LoopObj *loop, PyObject *const *args, Py_ssize_t nargs)
+loop_sock_sendto(LoopObj *loop, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames)
 {
-    if (check_nargs("sock_sendto", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    return op_start(loop, OP_SENDTO, args[0], args[2], args[1], 0, 0);
+    BIND("sock_sendto", 3, "sock", "data", "address");
+    return op_start(loop, OP_SENDTO, a[0], a[2], a[1], 0, 0);
 }
 
 static PyObject *
-loop_sock_accept(LoopObj *loop, PyObject *sock)
+loop_sock_accept(LoopObj *loop, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames)
 {
-    return op_start(loop, OP_ACCEPT, sock, NULL, NULL, 0, 0);
+    BIND("sock_accept", 1, "sock");
+    return op_start(loop, OP_ACCEPT, a[0], NULL, NULL, 0, 0);
 }
 
 static PyObject *
 loop_sock_connect_resolved(LoopObj *loop, PyObject *const *args,
-                           Py_ssize_t nargs)
+                           size_t nargsf, PyObject *kwnames)
 {
-    if (check_nargs("_sock_connect", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return op_start(loop, OP_CONNECT, args[0], args[1], NULL, 0, 0);
+    BIND("_sock_connect", 2, "sock", "address");
+    return op_start(loop, OP_CONNECT, a[0], a[1], NULL, 0, 0);
 }
 
+#undef BIND
+
+#define SOCK_METHOD(name, func, doc)                                      \
+    {name, (PyCFunction)(void (*)(void))func, METH_FASTCALL | METH_KEYWORDS, \
+     doc}
+
 PyMethodDef aioev_sock_methods[] = {
-    {"sock_recv", (PyCFunction)(void (*)(void))loop_sock_recv,
-     METH_FASTCALL, "Receive up to n bytes from sock (awaitable)."},
-    {"sock_recv_into", (PyCFunction)(void (*)(void))loop_sock_recv_into,
-     METH_FASTCALL, "Receive data from sock into buf (awaitable)."},
-    {"sock_recvfrom", (PyCFunction)(void (*)(void))loop_sock_recvfrom,
-     METH_FASTCALL, "Receive a datagram of up to bufsize (awaitable)."},
-    {"sock_recvfrom_into",
-     (PyCFunction)(void (*)(void))loop_sock_recvfrom_into, METH_FASTCALL,
-     "Receive a datagram into buf (awaitable)."},
-    {"sock_sendall", (PyCFunction)(void (*)(void))loop_sock_sendall,
-     METH_FASTCALL, "Send all of data to sock (awaitable)."},
-    {"sock_sendto", (PyCFunction)(void (*)(void))loop_sock_sendto,
-     METH_FASTCALL, "Send a datagram to address (awaitable)."},
-    {"sock_accept", (PyCFunction)loop_sock_accept, METH_O,
-     "Accept a connection: (conn, address) (awaitable)."},
-    {"_sock_connect", (PyCFunction)(void (*)(void))loop_sock_connect_resolved,
-     METH_FASTCALL, "Connect sock to a resolved address (awaitable)."},
+    SOCK_METHOD("sock_recv", loop_sock_recv,
+                "Receive up to n bytes from sock (awaitable)."),
+    SOCK_METHOD("sock_recv_into", loop_sock_recv_into,
+                "Receive data from sock into buf (awaitable)."),
+    SOCK_METHOD("sock_recvfrom", loop_sock_recvfrom,
+                "Receive a datagram of up to bufsize (awaitable)."),
+    SOCK_METHOD("sock_recvfrom_into", loop_sock_recvfrom_into,
+                "Receive a datagram into buf (awaitable)."),
+    SOCK_METHOD("sock_sendall", loop_sock_sendall,
+                "Send all of data to sock (awaitable)."),
+    SOCK_METHOD("sock_sendto", loop_sock_sendto,
+                "Send a datagram to address (awaitable)."),
+    SOCK_METHOD("sock_accept", loop_sock_accept,
+                "Accept a connection: (conn, address) (awaitable)."),
+    SOCK_METHOD("_sock_connect", loop_sock_connect_resolved,
+                "Connect sock to a resolved address (awaitable)."),
     {NULL, NULL}
 };
+
+#undef SOCK_METHOD
 
 /* ------------------------------------------------------------------------
  * SockOp type
