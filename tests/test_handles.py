@@ -2,6 +2,8 @@
 
 import asyncio
 import contextvars
+import decimal
+import fractions
 import sys
 import threading
 
@@ -364,3 +366,24 @@ def test_cancel_from_a_thread_while_the_callback_runs(loop, errors):
     b.close()
     ctx = errors.take_one()
     assert isinstance(ctx["exception"], TimeoutError)
+
+
+def test_call_later_delay_types(loop):
+    # self.time() + delay, as asyncio computes it.
+    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for "
+                                        r"\+: 'float' and 'str'"):
+        loop.call_later("1", print)
+    with pytest.raises(TypeError, match="'float' and 'decimal.Decimal'"):
+        loop.call_later(decimal.Decimal("0.001"), print)
+    with pytest.raises(TypeError):
+        loop.call_later(None, print)
+    if sys.version_info >= (3, 11):
+        with pytest.raises(TypeError, match="^delay must not be None$"):
+            loop.call_later(None, print)
+        with pytest.raises(TypeError, match="^when cannot be None$"):
+            loop.call_at(None, print)
+    ran = []
+    loop.call_later(fractions.Fraction(1, 1000), ran.append, 1)
+    loop.call_at(decimal.Decimal(loop.time()), ran.append, 2)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert sorted(ran) == [1, 2]

@@ -502,6 +502,56 @@ def test_add_reader_regular_file(loop, tmp_path):
     loop.run_until_complete(asyncio.sleep(0))
 
 
+@pytest.mark.parametrize("dev", ["/dev/null", "/dev/zero"])
+def test_add_reader_device_epoll_refuses(loop, dev):
+    # epoll refuses these (EPERM); libev would call them ready on every
+    # poll (a callback spinning thousands of times per millisecond).
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        for add in (loop.add_reader, loop.add_writer):
+            with pytest.raises(PermissionError):
+                add(fd, lambda: None)
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+    finally:
+        os.close(fd)
+
+
+def test_add_reader_tty(loop):
+    # A device epoll does take: a pseudo-terminal.
+    import pty
+    master, slave = pty.openpty()
+    try:
+        got = []
+        loop.add_reader(master, lambda: got.append(os.read(master, 10)))
+        os.write(slave, b"hi\n")
+        run_until(loop, lambda: got)
+        assert loop.remove_reader(master) is True
+        assert got and got[0].startswith(b"hi")
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+class FilenoOf:
+    def __init__(self, n):
+        self.n = n
+
+    def fileno(self):
+        return self.n
+
+
+@pytest.mark.parametrize("fd", [2 ** 31, 2 ** 63, FilenoOf(2 ** 40)])
+def test_fd_past_an_int(loop, fd):
+    # selectors take any int; epoll.register overflows, and removing one
+    # finds nothing.
+    for add in (loop.add_reader, loop.add_writer):
+        with pytest.raises(OverflowError):
+            add(fd, lambda: None)
+    assert loop.remove_reader(fd) is False
+    assert loop.remove_writer(fd) is False
+
+
 def test_fd_closed_while_registered_then_reused(loop):
     """User closes a watched fd; the loop must survive and reuse the number."""
     r, w = os.pipe()

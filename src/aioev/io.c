@@ -7,13 +7,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------ */
 
-/* An int or an object with fileno(), as asyncio's selectors accept. */
+/* An int or an object with fileno(), as asyncio's selectors accept: the
+ * fd, -1 with an exception set, or FD_TOO_BIG (no exception) for a number
+ * past an int, which selectors take and no fd can be (so it is never
+ * registered: adding it raises what epoll.register raises, removing it
+ * finds nothing). */
+#define FD_TOO_BIG (-2)
+
 static int
 fileobj_to_fd(PyObject *fileobj)
 {
@@ -39,18 +47,24 @@ fileobj_to_fd(PyObject *fileobj)
             return -1;
         }
     }
-    fd = PyLong_AsLong(num);
-    if ((fd == -1 && PyErr_Occurred()) || fd < 0 || fd > INT_MAX) {
-        PyErr_Clear();
+    int overflow;
+    fd = PyLong_AsLongAndOverflow(num, &overflow);
+    if (overflow) {
+        fd = overflow < 0 ? -1 : (long)INT_MAX + 1;
+    }
+    if (fd < 0) {
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S", num);
         Py_DECREF(num);
         return -1;
     }
     Py_DECREF(num);
-    return (int)fd;
+    return fd > INT_MAX ? FD_TOO_BIG : (int)fd;
 }
 
-/* Refuses what epoll would refuse, before libev can abort on it. */
+/* Refuses what epoll would refuse, before libev can abort on it (or,
+ * for EPERM, call the fd ready on every poll). Sockets and pipes it
+ * takes, files and directories not; other kinds (devices: a tty yes,
+ * /dev/null not) are asked of a scratch epoll set. */
 static int
 check_pollable(int fd)
 {
@@ -59,8 +73,24 @@ check_pollable(int fd)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    if (S_ISSOCK(sb.st_mode) || S_ISFIFO(sb.st_mode)) {
+        return 0;
+    }
     if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) {
         errno = EPERM;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) {
+        return 0;  /* no answer: let libev find out */
+    }
+    struct epoll_event ev = {.events = EPOLLIN};
+    int rc = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    int err = errno;
+    close(ep);
+    if (rc < 0 && err == EPERM) {
+        errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -386,7 +416,15 @@ add_impl(LoopObj *loop, int writer, const char *fname, PyObject *const *args,
         return NULL;
     }
     if (aioev_loop_check_closed(loop) < 0
-        || (fd = fileobj_to_fd(args[0])) < 0 || check_pollable(fd) < 0) {
+        || (fd = fileobj_to_fd(args[0])) == -1) {
+        return NULL;
+    }
+    if (fd == FD_TOO_BIG) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "Python int too large to convert to C int");
+        return NULL;
+    }
+    if (check_pollable(fd) < 0) {
         return NULL;
     }
     if (!PyCallable_Check(args[1])) {
@@ -435,8 +473,11 @@ remove_impl(LoopObj *loop, int writer, PyObject *fileobj)
     if (loop->closed) {
         Py_RETURN_FALSE;
     }
-    if ((fd = fileobj_to_fd(fileobj)) < 0) {
+    if ((fd = fileobj_to_fd(fileobj)) == -1) {
         return NULL;
+    }
+    if (fd == FD_TOO_BIG) {
+        Py_RETURN_FALSE;  /* never registered */
     }
     rc = io_set_side(loop, fd, writer, NULL);
     if (rc < 0) {
@@ -457,10 +498,10 @@ static PyObject *
 loop_fd_events(LoopObj *loop, PyObject *fileobj)
 {
     int fd = fileobj_to_fd(fileobj);
-    if (fd < 0) {
+    if (fd == -1) {
         return NULL;
     }
-    return PyLong_FromLong(aioev_io_events(loop, fd));
+    return PyLong_FromLong(fd == FD_TOO_BIG ? 0 : aioev_io_events(loop, fd));
 }
 
 static PyObject *

@@ -1132,11 +1132,13 @@ call_at_impl(LoopObj *self, const char *fname, double when,
     return (PyObject *)t;
 }
 
+/* call_at's when: a number (asyncio keeps whatever it is given, and
+ * compares it with floats). */
 static int
-parse_time(PyObject *obj, const char *what, double *out)
+parse_when(PyObject *obj, double *out)
 {
     if (obj == Py_None) {
-        PyErr_Format(PyExc_TypeError, "%s must not be None", what);
+        PyErr_SetString(PyExc_TypeError, "when cannot be None");
         return -1;
     }
     *out = PyFloat_AsDouble(obj);
@@ -1144,6 +1146,35 @@ parse_time(PyObject *obj, const char *what, double *out)
         return -1;
     }
     return 0;
+}
+
+/* call_later's self.time() + delay, computed as asyncio does for what is
+ * not an int or a float (its TypeError for a str or a Decimal). */
+static int
+later_when(PyObject *delay, double *out)
+{
+    double now = monotonic_now();
+    if (delay == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "delay must not be None");
+        return -1;
+    }
+    if (PyFloat_Check(delay) || PyLong_Check(delay)) {
+        double d = PyFloat_AsDouble(delay);
+        if (d == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        *out = now + d;
+        return 0;
+    }
+    PyObject *t = PyFloat_FromDouble(now);
+    PyObject *when = t ? PyNumber_Add(t, delay) : NULL;
+    Py_XDECREF(t);
+    if (when == NULL) {
+        return -1;
+    }
+    *out = PyFloat_AsDouble(when);
+    Py_DECREF(when);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
 PyDoc_STRVAR(call_later_doc,
@@ -1156,17 +1187,17 @@ loop_call_later(LoopObj *self, PyObject *const *args, size_t nargsf,
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *context;
-    double delay;
+    double when;
 
     if (parse_callback_args("call_later", args, nargs, kwnames, 1,
                             &context) < 0
-        || parse_time(args[0], "delay", &delay) < 0
+        || later_when(args[0], &when) < 0
         || aioev_loop_check_closed(self) < 0) {
         return NULL;
     }
     /* asyncio's call_later() is call_at(): its checks name that */
-    return call_at_impl(self, "call_at", monotonic_now() + delay,
-                        args + 1, nargs - 1, context);
+    return call_at_impl(self, "call_at", when, args + 1, nargs - 1,
+                        context);
 }
 
 PyDoc_STRVAR(call_at_doc,
@@ -1182,7 +1213,7 @@ loop_call_at(LoopObj *self, PyObject *const *args, size_t nargsf,
     double when;
 
     if (parse_callback_args("call_at", args, nargs, kwnames, 1, &context) < 0
-        || parse_time(args[0], "when", &when) < 0
+        || parse_when(args[0], &when) < 0
         || aioev_loop_check_closed(self) < 0) {
         return NULL;
     }
