@@ -1453,3 +1453,58 @@ def test_aioev_leaves_patched_classes_alone(aioev_loop, monkeypatch):
         assert type(p.sw) is asyncio.StreamWriter
         await p.close()
     run(aioev_loop, main())
+
+
+# ---------------------------------------------------------------------------
+# What finished read()/drain() awaitables hold
+
+
+def test_done_read_and_drain_hold_no_connection(loop, side):
+    # A finished coroutine holds nothing (its frame is cleared): done tasks
+    # made of read() and drain(), still referenced, must not keep the
+    # reader, writer, transport (and its socket) alive.
+    import weakref
+
+    async def main():
+        pair = await open_pair()
+        reader, writer, peer_r, peer_w = pair.ends(side)
+        peer_w.write(b"hello")
+        read_task = asyncio.ensure_future(reader.read(10))
+        assert await read_task == b"hello"
+        drain_task = asyncio.ensure_future(writer.drain())
+        await drain_task
+        refs = [weakref.ref(x) for x in (reader, writer, writer.transport)]
+        await pair.close()
+        del reader, writer, peer_r, peer_w, pair
+        return read_task, drain_task, refs
+
+    tasks = run(loop, main())
+    gc.collect()
+    assert all(t.done() for t in tasks[:2])
+    assert [r() for r in tasks[2]] == [None, None, None]
+
+
+def test_method_arguments_as_asyncio_takes_them(loop, side):
+    # write(data=...) works; calls with arguments asyncio's methods do not
+    # take fail with asyncio's own messages.
+    async def main():
+        pair = await open_pair()
+        reader, writer, peer_r, peer_w = pair.ends(side)
+        writer.write(data=b"kw")
+        assert await peer_r.readexactly(2) == b"kw"
+        peer_w.write(b"xy")
+        assert await reader.read(n=1) == b"x"
+        bad = [(writer.write, (), {}), (writer.write, (b"a", b"b"), {}),
+               (writer.write, (), {"dat": b"a"}), (reader.read, (1, 2), {}),
+               (reader.read, (), {"size": 1}), (writer.drain, (1,), {})]
+        for meth, args, kw in bad:
+            cls = (asyncio.StreamReader if meth.__self__ is reader
+                   else asyncio.StreamWriter)
+            orig = getattr(cls, meth.__name__)
+            with pytest.raises(TypeError) as expected:
+                orig(meth.__self__, *args, **kw)
+            with pytest.raises(TypeError) as got:
+                meth(*args, **kw)
+            assert str(got.value) == str(expected.value)
+        await pair.close()
+    run(loop, main())

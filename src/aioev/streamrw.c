@@ -594,8 +594,20 @@ coro_delegate(StreamCoroObj *c, PyObject *arg, PyObject **result)
     return r;
 }
 
+/* Once it has returned or raised, a coroutine holds nothing (its frame
+ * is cleared): a done task keeping it keeps no connection alive. */
+static void
+coro_finished(StreamCoroObj *c)
+{
+    if (c->inner == NULL && c->state != CORO_WAITING) {
+        c->state = CORO_DONE;
+        Py_CLEAR(c->obj);
+        Py_CLEAR(c->fut);
+    }
+}
+
 static PySendResult
-coro_am_send(StreamCoroObj *c, PyObject *arg, PyObject **result)
+coro_step(StreamCoroObj *c, PyObject *arg, PyObject **result)
 {
     aioev_state *st = AIOEV_STATE(c);
     *result = NULL;
@@ -617,6 +629,16 @@ coro_am_send(StreamCoroObj *c, PyObject *arg, PyObject **result)
                         "cannot reuse already awaited coroutine");
         return PYGEN_ERROR;
     }
+}
+
+static PySendResult
+coro_am_send(StreamCoroObj *c, PyObject *arg, PyObject **result)
+{
+    PySendResult r = coro_step(c, arg, result);
+    if (r != PYGEN_NEXT) {
+        coro_finished(c);
+    }
+    return r;
 }
 
 static PyObject *
@@ -682,10 +704,12 @@ coro_throw(StreamCoroObj *c, PyObject *const *args, Py_ssize_t nargs)
             r = read_resumed(AIOEV_STATE(c), c, r, &res);
         }
         c->state = CORO_DONE;
+        coro_finished(c);
         return aioev_iternext_from_send(r, res);
     }
     aioev_set_thrown(args, nargs);
     coro_abandon(c);
+    coro_finished(c);
     return NULL;
 }
 
@@ -699,11 +723,13 @@ coro_close(StreamCoroObj *c, PyObject *Py_UNUSED(ignored))
         Py_DECREF(inner);
         if (r == NULL) {
             c->state = CORO_DONE;
+            coro_finished(c);
             return NULL;
         }
         Py_DECREF(r);
     }
     coro_abandon(c);
+    coro_finished(c);
     Py_RETURN_NONE;
 }
 
@@ -805,6 +831,33 @@ static PyType_Spec coro_spec = {
  * The methods of the subclasses
  * ------------------------------------------------------------------------ */
 
+/* asyncio's own method (which) with the call's arguments: for calls our
+ * C does not take (their errors are asyncio's to word). */
+static PyObject *
+call_original(aioev_state *st, int which, PyObject *self,
+              PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[4], **all = small;
+    if (n + 1 > 4) {
+        all = PyMem_New(PyObject *, n + 1);
+        if (all == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    all[0] = self;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        all[i + 1] = args[i];
+    }
+    PyObject *r = PyObject_Vectorcall(st->streamrw_orig[which], all,
+                                      (size_t)nargs + 1, kwnames);
+    if (all != small) {
+        PyMem_Free(all);
+    }
+    return r;
+}
+
 static PyObject *
 reader_read(PyObject *self, PyTypeObject *cls, PyObject *const *args,
             size_t nargsf, PyObject *kwnames)
@@ -812,16 +865,14 @@ reader_read(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *n_o = NULL;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    aioev_state *st = PyType_GetModuleState(cls);
     if (nargs + nkw > 1
         || (nkw == 1 && !aioev_str_eq(PyTuple_GET_ITEM(kwnames, 0), "n"))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "read() takes at most 1 argument (n)");
-        return NULL;
+        return call_original(st, ORIG_READ, self, args, nargsf, kwnames);
     }
     if (nargs + nkw == 1) {
         n_o = args[0];
     }
-    aioev_state *st = PyType_GetModuleState(cls);
     Py_ssize_t n = -1;
     if (n_o != NULL && PyLong_CheckExact(n_o)) {
         n = PyLong_AsSsize_t(n_o);
@@ -843,13 +894,14 @@ static PyObject *
 writer_write(PyObject *self, PyTypeObject *cls, PyObject *const *args,
              size_t nargsf, PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError,
-                        "write() takes exactly one argument (data)");
-        return NULL;
+    aioev_state *st = PyType_GetModuleState(cls);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) != 1
+        || (kwnames != NULL
+            && !aioev_str_eq(PyTuple_GET_ITEM(kwnames, 0), "data"))) {
+        return call_original(st, ORIG_WRITE, self, args, nargsf, kwnames);
     }
     PyObject *data = args[0];
-    aioev_state *st = PyType_GetModuleState(cls);
     PyObject *wdict = instance_dict(self);
     PyObject *transport = wdict ? get(wdict, self, st->str__transport)
                                 : NULL;
@@ -872,11 +924,10 @@ static PyObject *
 writer_drain(PyObject *self, PyTypeObject *cls, PyObject *const *args,
              size_t nargsf, PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "drain() takes no arguments");
-        return NULL;
-    }
     aioev_state *st = PyType_GetModuleState(cls);
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
+        return call_original(st, ORIG_DRAIN, self, args, nargsf, kwnames);
+    }
     return coro_new(st, self, KIND_DRAIN, 0);
 }
 
