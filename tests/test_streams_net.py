@@ -1081,15 +1081,23 @@ def test_many_connections_no_fd_growth_long(loop):
 
 # -- the accept path ----------------------------------------------------------
 
-def test_accept_factory_error_reported_and_serving_goes_on(aioev_loop, errors):
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("bad", ["raises", "None"])
+def test_accept_factory_error_reported_and_serving_goes_on(aioev_loop, errors,
+                                                           debug, bad):
     # aioev sets connections up in the accept callback: a factory that
-    # raises is reported, its connection closed, the next one served.
+    # raises (or returns None) has its connection closed at once (asyncio's
+    # waits for the GC), the next one served; reported in debug mode only,
+    # as asyncio does, without a 'protocol' key for None.
     loop = aioev_loop
+    loop.set_debug(debug)
     calls = []
 
     def factory():
         calls.append(1)
         if len(calls) == 1:
+            if bad == "None":
+                return None
             raise ValueError("no protocol for you")
         return Echo()
 
@@ -1107,10 +1115,16 @@ def test_accept_factory_error_reported_and_serving_goes_on(aioev_loop, errors):
         server.close()
         await server.wait_closed()
     run(loop, main())
+    if not debug:
+        assert errors.take() == []
+        return
     (ctx,) = errors.take()
     assert ctx["message"] == ("Error on transport creation for incoming "
                               "connection")
-    assert isinstance(ctx["exception"], ValueError)
+    if bad == "raises":
+        assert isinstance(ctx["exception"], ValueError)
+    else:
+        assert "protocol" not in ctx
 
 
 def test_accept_context_not_shared_between_connections(loop):

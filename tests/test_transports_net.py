@@ -11,6 +11,7 @@ import io
 import hashlib
 import logging
 import os
+import re
 import socket
 import struct
 import sys
@@ -568,8 +569,11 @@ def test_write_buffer_limits(loop):
             assert ctr.get_write_buffer_limits() == (0, 0)
             with pytest.raises(ValueError):
                 ctr.set_write_buffer_limits(high=10, low=20)
-            with pytest.raises(ValueError):
-                ctr.set_write_buffer_limits(high=-1)
+            for high, low in [(-1, -1), (-5, -2), (-4, -1)]:
+                # low is high // 4, as asyncio computes it
+                with pytest.raises(ValueError, match=re.escape(
+                        f"high ({high}) must be >= low ({low}) must be >= 0")):
+                    ctr.set_write_buffer_limits(high=high)
             ctr.set_write_buffer_limits()
             assert ctr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
 
@@ -789,6 +793,60 @@ def test_buffered_protocol_empty_buffer_is_an_error(loop, errors):
     run(loop, main())
     ctx = errors.take_one()
     assert isinstance(ctx["exception"], RuntimeError)
+
+
+@pytest.mark.parametrize("buf, exc, where", [
+    (b"abc", TypeError, "Fatal read error on socket transport"),
+    (memoryview(bytearray(8))[::2], TypeError,
+     "Fatal read error on socket transport"),
+    (b"", RuntimeError, "Fatal error: protocol.get_buffer() call failed."),
+    (None, TypeError, "Fatal error: protocol.get_buffer() call failed."),
+    (5, TypeError, "Fatal error: protocol.get_buffer() call failed."),
+])
+def test_buffered_protocol_bad_buffer(loop, errors, buf, exc, where):
+    # asyncio: len(buf) (the get_buffer() failure), then sock.recv_into(buf)
+    # (a read error with recv_into's message for a read-only buffer).
+    async def main():
+        class Bad(Buffered):
+            def get_buffer(self, sizehint):
+                return buf
+
+        ctr, bp, peer = await raw_peer_pair(loop, lambda: Bad(loop, 1))
+        try:
+            await loop.sock_sendall(peer, b"data")
+            return await bp.lost
+        finally:
+            ctr.close()
+            peer.close()
+    lost = run(loop, main())
+    ctx = errors.take_one()
+    assert ctx["message"] == where
+    assert ctx["exception"] is lost
+    assert type(lost) is exc
+    if where.startswith("Fatal read"):
+        assert str(lost).startswith(
+            "recv_into() argument 1 must be read-write bytes-like object")
+
+
+def test_write_noncontiguous_memoryview(loop, errors):
+    # asyncio hands it to socket.send(), which refuses it: a fatal write
+    # error (connection_lost gets the BufferError), write() returns.
+    view = memoryview(bytearray(b"abcdef"))[::2]
+
+    async def main():
+        tr, proto, peer = await raw_peer_pair(loop, lambda: Recorder(loop))
+        try:
+            assert tr.write(memoryview(bytearray())[::2]) is None  # empty
+            assert tr.write(view) is None
+            return await proto.lost
+        finally:
+            tr.close()
+            peer.close()
+    lost = run(loop, main())
+    assert isinstance(lost, BufferError)
+    ctx = errors.take_one()
+    assert ctx["message"] == "Fatal write error on socket transport"
+    assert ctx["exception"] is lost
 
 
 @pytest.mark.parametrize("keep_open", [True, False, None])

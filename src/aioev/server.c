@@ -91,20 +91,25 @@ get_ftp(PyObject *sock, PyObject *ftp[3])
     return 0;
 }
 
-/* Report a failed set-up as asyncio does; 0, or -1 if the handler
- * raised. Takes the raised exception. */
+/* Report a failed set-up as asyncio does: in debug mode only (otherwise
+ * the connection just goes). 0, or -1 if the handler raised. Takes the
+ * raised exception. */
 static int
 report_setup_error(LoopObj *loop, PyObject *exc, PyObject *protocol)
 {
     PyObject *ctx = NULL, *r = NULL;
 
+    if (!aioev_loop_get_debug(loop)) {
+        Py_DECREF(exc);
+        return 0;
+    }
     ctx = Py_BuildValue("{s:s,s:O}", "message",
                         "Error on transport creation for incoming connection",
                         "exception", exc);
     if (ctx == NULL) {
         goto error;
     }
-    if (protocol != NULL
+    if (protocol != NULL && protocol != Py_None
         && PyDict_SetItemString(ctx, "protocol", protocol) < 0) {
         goto error;
     }

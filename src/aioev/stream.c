@@ -331,19 +331,31 @@ read_buffered(StreamObj *t)
         fatal_error(t, "Fatal error: protocol.get_buffer() call failed.");
         Py_RETURN_NONE;
     }
-    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+    /* asyncio: len(buf) first, then sock.recv_into(buf), each failure
+     * with its own message */
+    Py_ssize_t len = PyObject_Size(buf);
+    if (len <= 0) {
         Py_DECREF(buf);
+        if (len == 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "get_buffer() returned an empty buffer");
+        }
+        else if (is_fatal()) {
+            return NULL;
+        }
         fatal_error(t, "Fatal error: protocol.get_buffer() call failed.");
+        Py_RETURN_NONE;
+    }
+    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "recv_into() argument 1 must be "
+                     "read-write bytes-like object, not %.50s",
+                     buf == Py_None ? "None" : Py_TYPE(buf)->tp_name);
+        Py_DECREF(buf);
+        fatal_error(t, "Fatal read error on socket transport");
         Py_RETURN_NONE;
     }
     Py_DECREF(buf);
-    if (view.len == 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "get_buffer() returned an empty buffer");
-        fatal_error(t, "Fatal error: protocol.get_buffer() call failed.");
-        Py_RETURN_NONE;
-    }
     ssize_t n;
     do {
         n = recv(t->fd, view.buf, (size_t)view.len, 0);
@@ -751,6 +763,49 @@ write_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* write() after the connection was lost: asyncio counts, and warns past
+ * a threshold. */
+static void
+lost_write(StreamObj *t)
+{
+    if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
+        PyObject *r = PyObject_CallMethod(t->loop->state->logger, "warning",
+                                          "s", "socket.send() raised "
+                                          "exception.");
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    t->conn_lost++;
+}
+
+/* write() of data without a simple buffer (a memoryview that is not
+ * C-contiguous; its BufferError is set): asyncio's steps end in
+ * socket.send() refusing it (a fatal write error) or, with data already
+ * buffered, in bytearray.extend() raising it. */
+static PyObject *
+write_noncontiguous(StreamObj *t, PyObject *data)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    Py_ssize_t len = PyObject_Size(data);
+    if (len <= 0 || t->conn_lost) {
+        Py_DECREF(exc);
+        if (len < 0) {
+            return NULL;
+        }
+        if (len > 0) {
+            lost_write(t);
+        }
+        Py_RETURN_NONE;
+    }
+    PyErr_SetRaisedException(exc);
+    if (t->wlen != 0
+        || fatal_error_raise(t, "Fatal write error on socket transport")
+           < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 stream_write(StreamObj *t, PyObject *data)
 {
@@ -782,7 +837,8 @@ stream_write(StreamObj *t, PyObject *data)
         return NULL;
     }
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
+        return PyErr_ExceptionMatches(PyExc_BufferError)
+            ? write_noncontiguous(t, data) : NULL;
     }
     if (view.len == 0) {
         PyBuffer_Release(&view);
@@ -790,15 +846,7 @@ stream_write(StreamObj *t, PyObject *data)
     }
     if (t->conn_lost) {
         PyBuffer_Release(&view);
-        if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-            PyObject *r = PyObject_CallMethod(t->loop->state->logger,
-                                              "warning", "s",
-                                              "socket.send() raised "
-                                              "exception.");
-            Py_XDECREF(r);
-            PyErr_Clear();
-        }
-        t->conn_lost++;
+        lost_write(t);
         Py_RETURN_NONE;
     }
     size_t off = 0;
@@ -1077,7 +1125,7 @@ set_limits(StreamObj *t, PyObject *high_o, PyObject *low_o)
         }
     }
     if (low_o == Py_None) {
-        low = high / 4;
+        low = high >= 0 ? high / 4 : (high - 3) / 4;  /* high // 4 */
     }
     else {
         low = PyNumber_AsSsize_t(low_o, PyExc_OverflowError);
@@ -1178,13 +1226,17 @@ stream_reset_empty_waiter(StreamObj *t, PyObject *Py_UNUSED(ignored))
  * Construction, repr, finalization
  * ------------------------------------------------------------------------ */
 
+static int stream_init_rest(StreamObj *t, PyObject *loop, PyObject *sock,
+                            PyObject *protocol, PyObject *waiter,
+                            PyObject *extra, PyObject *server, PyObject *cm);
+
 static int
 stream_init(StreamObj *t, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"loop", "sock", "protocol", "waiter", "extra",
                              "server", NULL};
     PyObject *loop, *sock, *protocol, *waiter = Py_None, *extra = Py_None;
-    PyObject *server = Py_None, *r;
+    PyObject *server = Py_None;
     aioev_state *st;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|OOO:StreamTransport",
@@ -1197,6 +1249,26 @@ stream_init(StreamObj *t, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "an aioev loop is required");
         return -1;
     }
+    /* Looked up first: a protocol without one (a factory that returned
+     * None) fails before the transport is attached to its server and
+     * registered with the loop. */
+    PyObject *cm = PyObject_GetAttrString(protocol, "connection_made");
+    if (cm == NULL) {
+        return -1;
+    }
+    int rc = stream_init_rest(t, loop, sock, protocol, waiter, extra, server,
+                              cm);
+    Py_DECREF(cm);
+    return rc;
+}
+
+static int
+stream_init_rest(StreamObj *t, PyObject *loop, PyObject *sock,
+                 PyObject *protocol, PyObject *waiter, PyObject *extra,
+                 PyObject *server, PyObject *cm)
+{
+    aioev_state *st = AIOEV_STATE(t);
+    PyObject *r;
     t->loop = (LoopObj *)Py_NewRef(loop);
     if (make_handles(t) < 0) {
         return -1;
@@ -1280,12 +1352,9 @@ stream_init(StreamObj *t, PyObject *args, PyObject *kwds)
     Py_DECREF(r);
 
     /* connection_made, then reading, then the waiter: asyncio's order. */
-    PyObject *cm = PyObject_GetAttrString(protocol, "connection_made");
-    if (cm == NULL || loop_call_soon(t, cm, (PyObject *)t) < 0) {
-        Py_XDECREF(cm);
+    if (loop_call_soon(t, cm, (PyObject *)t) < 0) {
         return -1;
     }
-    Py_DECREF(cm);
     PyObject *start = PyObject_GetAttrString((PyObject *)t, "_start_reading");
     if (start == NULL || loop_call_soon(t, start, NULL) < 0) {
         Py_XDECREF(start);
