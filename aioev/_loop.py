@@ -302,6 +302,9 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         if _PY_TRANSPORT:
             return _Sel._make_socket_transport(
                 self, sock, protocol, waiter, extra=extra, server=server)
+        if self._transports:
+            # one transport per socket (asyncio checks it since 3.12)
+            self._ensure_fd_no_transport(sock)
         return _core.StreamTransport(self, sock, protocol, waiter, extra,
                                      server)
 

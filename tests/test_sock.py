@@ -1912,3 +1912,25 @@ def test_closed_socket_arguments_checked_first(loop, closing):
             await loop.sock_sendto(u, b"x", ("127.0.0.1", 9))
         assert info.value.errno == errno.EBADF
     run(loop, main())
+
+
+def test_socket_owned_by_a_transport(loop, loop_kind, closing):
+    # asyncio refuses to wait on a socket a live transport owns, and (3.12+)
+    # to make a second transport over it; aioev does both on every version.
+    a, b = closing(*nonblocking(*socket.socketpair()))
+
+    async def main():
+        tr, proto = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(a, 10)
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv_into(a, bytearray(10))
+            if loop_kind == "aioev" or sys.version_info >= (3, 12):
+                with pytest.raises(RuntimeError,
+                                   match="is used by transport"):
+                    await loop.connect_accepted_socket(asyncio.Protocol, a)
+        finally:
+            tr.close()
+        await asyncio.sleep(0)
+    run(loop, main())

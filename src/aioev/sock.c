@@ -706,6 +706,40 @@ fail_at_await(LoopObj *loop, int kind)
     return coro_new(st, fut, NULL, kind);
 }
 
+/* asyncio will not wait on an fd a live transport owns (RuntimeError,
+ * from loop._ensure_fd_no_transport). Only the loop's registry of
+ * transports (a WeakValueDictionary: its data dict, by fd) is looked at
+ * unless one is there for fd. */
+static int
+check_no_transport(LoopObj *loop, int fd)
+{
+    PyObject *transports, *data, *key, *r;
+    int found = 1;
+    transports = PyObject_GetAttrString((PyObject *)loop, "_transports");
+    if (transports == NULL) {
+        PyErr_Clear();  /* a bare _core.Loop: no transports */
+        return 0;
+    }
+    data = PyObject_GetAttrString(transports, "data");
+    Py_DECREF(transports);
+    if (data != NULL && PyDict_Check(data)) {
+        key = PyDict_GET_SIZE(data) ? PyLong_FromLong(fd) : NULL;
+        found = key != NULL && PyDict_Contains(data, key) != 0;
+        Py_XDECREF(key);
+    }
+    Py_XDECREF(data);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (!found) {
+        return 0;
+    }
+    r = PyObject_CallMethod((PyObject *)loop, "_ensure_fd_no_transport",
+                            "i", fd);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* Tries the operation at once, and only if it would block makes a
  * SockOp watching the fd and a future it settles. Returns the SockCoro
  * to await. bufobj, if given, is held as a buffer (writable or not); arg
@@ -796,6 +830,10 @@ op_start(LoopObj *loop, int kind, PyObject *sock, PyObject *arg,
             return fail_at_await(loop, kind);
         }
         return coro_new_result(st, res, kind);
+    }
+    if (check_no_transport(loop, fd) < 0) {
+        op_release_buffer(&first);
+        return fail_at_await(loop, kind);
     }
 
     op = PyObject_GC_New(SockOpObj, st->SockOpType);
