@@ -295,6 +295,8 @@ def test_context_with_a_run_method_is_used(loop):
     assert calls == [("direct",), "direct", (fut,), "done cb"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="create_task(context=) is 3.11+")
 def test_task_context_that_is_no_context(loop, errors):
     async def coro():
         return 1
