@@ -1047,6 +1047,36 @@ aioev_stream_is_closing(PyObject *transport)
     return ((StreamObj *)transport)->closing;
 }
 
+/* WriteTransport.writelines (join, then write), with 3.12's own checks
+ * and wording where asyncio's transport has its own writelines. */
+static PyObject *
+stream_writelines(StreamObj *t, PyObject *list_of_data)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (t->eof) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Cannot call writelines() after write_eof()");
+        return NULL;
+    }
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "unable to writelines; sendfile is in progress");
+        return NULL;
+    }
+#endif
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *data = empty ? PyObject_CallMethod(empty, "join", "O",
+                                                 list_of_data)
+                           : NULL;
+    Py_XDECREF(empty);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *r = stream_write(t, data);
+    Py_DECREF(data);
+    return r;
+}
+
 PyObject *
 aioev_stream_write(PyObject *transport, PyObject *data)
 {
@@ -1553,6 +1583,8 @@ static PyMemberDef stream_members[] = {
 #define NOARGS(name, fn) {name, (PyCFunction)fn, METH_NOARGS, NULL}
 
 static PyMethodDef stream_methods[] = {
+    {"writelines", (PyCFunction)stream_writelines, METH_O,
+     "Write a list (or any iterable) of bytes-like objects."},
     {"write", (PyCFunction)stream_write, METH_O,
      "Write data; what cannot be sent now is buffered."},
     NOARGS("write_eof", stream_write_eof),
