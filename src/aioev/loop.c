@@ -1679,6 +1679,7 @@ loop_traverse(LoopObj *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
+    Py_VISIT(self->transports_data);
     return aioev_io_traverse(self, visit, arg);
 }
 
@@ -1690,6 +1691,7 @@ loop_clear(LoopObj *self)
     aioev_io_close_all(self);
     Py_CLEAR(self->current_handle);
     Py_CLEAR(self->task_factory);
+    Py_CLEAR(self->transports_data);
     return 0;
 }
 

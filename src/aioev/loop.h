@@ -75,6 +75,8 @@ struct LoopObj {
     char *read_buf;            /* transports' recv scratch (stream.c) */
     PyObject *recv_spare;      /* a fresh bytes a sock_recv found no
                                   data for, for the next one (sock.c) */
+    PyObject *transports_data; /* self._transports.data, once looked up
+                                  (sock.c) */
     LoopObj *next_loop;        /* module's list of live loops (gc hook) */
     LoopObj *prev_loop;
     double slow_callback_duration;

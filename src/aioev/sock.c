@@ -708,26 +708,29 @@ fail_at_await(LoopObj *loop, int kind)
 
 /* asyncio will not wait on an fd a live transport owns (RuntimeError,
  * from loop._ensure_fd_no_transport). Only the loop's registry of
- * transports (a WeakValueDictionary: its data dict, by fd) is looked at
- * unless one is there for fd. */
+ * transports (a WeakValueDictionary: its data dict, by fd, looked up
+ * once) is looked at unless one is there for fd. */
 static int
 check_no_transport(LoopObj *loop, int fd)
 {
-    PyObject *transports, *data, *key, *r;
-    int found = 1;
-    transports = PyObject_GetAttrString((PyObject *)loop, "_transports");
-    if (transports == NULL) {
-        PyErr_Clear();  /* a bare _core.Loop: no transports */
-        return 0;
+    PyObject *data = loop->transports_data, *key, *r;
+    int found;
+    if (data == NULL) {
+        PyObject *transports = PyObject_GetAttrString((PyObject *)loop,
+                                                      "_transports");
+        data = transports ? PyObject_GetAttrString(transports, "data")
+                          : NULL;
+        Py_XDECREF(transports);
+        if (data == NULL || !PyDict_Check(data)) {
+            PyErr_Clear();  /* a bare _core.Loop: no transports */
+            Py_XDECREF(data);
+            return 0;
+        }
+        loop->transports_data = data;
     }
-    data = PyObject_GetAttrString(transports, "data");
-    Py_DECREF(transports);
-    if (data != NULL && PyDict_Check(data)) {
-        key = PyDict_GET_SIZE(data) ? PyLong_FromLong(fd) : NULL;
-        found = key != NULL && PyDict_Contains(data, key) != 0;
-        Py_XDECREF(key);
-    }
-    Py_XDECREF(data);
+    key = PyDict_GET_SIZE(data) ? PyLong_FromLong(fd) : NULL;
+    found = key != NULL && PyDict_Contains(data, key) != 0;
+    Py_XDECREF(key);
     if (PyErr_Occurred()) {
         return -1;
     }
