@@ -1941,3 +1941,33 @@ def test_socket_owned_by_a_transport(loop, loop_kind, closing):
             tr.close()
         await asyncio.sleep(0)
     run(loop, main())
+
+
+@pytest.mark.parametrize("op", ["recv", "recv_into", "recvfrom",
+                                "recvfrom_into", "accept"])
+def test_dropped_op_then_socket_closed(loop, op, closing):
+    # An op that waited, dropped unawaited, its socket then closed before
+    # the loop polled again: the fd watch it started must not outlive it
+    # (Debian's libev aborts the process on epoll_ctl with a closed fd).
+    if op == "accept":
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    meth = getattr(loop, "sock_" + op, None)
+    if meth is None:
+        pytest.skip("no sock_" + op)
+    args = {"recv": (10,), "recv_into": (bytearray(10),),
+            "recvfrom": (10,), "recvfrom_into": (bytearray(10),),
+            "accept": ()}[op]
+
+    async def main():
+        meth(s, *args).close()
+        s.close()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return "alive"
+    assert run(loop, main()) == "alive"

@@ -784,6 +784,29 @@ def test_task_factory(loop):
     assert len(made) == 1
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 14),
+                    reason="3.14 hands the name to the factory")
+def test_task_factory_returning_no_task(loop, loop_kind):
+    # Before 3.13 asyncio warns about a task without set_name() and keeps
+    # it; 3.13 calls set_name(). Without a name, nothing is asked of it.
+    # (3.13.0-3.13.2 call set_name(None) even then, renaming real tasks
+    # "None": gh-130033; aioev does not.)
+    coro = return_value(1)
+    loop.set_task_factory(lambda lp, c, **kw: 5)
+    try:
+        if sys.version_info < (3, 13) or loop_kind == "aioev":
+            assert loop.create_task(coro) == 5
+        if sys.version_info >= (3, 13):
+            with pytest.raises(AttributeError, match="set_name"):
+                loop.create_task(coro, name="n")
+        else:
+            with pytest.warns(DeprecationWarning, match="set_name"):
+                assert loop.create_task(coro, name="n") == 5
+    finally:
+        loop.set_task_factory(None)
+        coro.close()
+
+
 def test_task_factory_used_by_ensure_future(loop):
     made = []
 

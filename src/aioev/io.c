@@ -189,6 +189,7 @@ io_update(LoopObj *loop, int fd, io_entry *e)
     }
     ev_io_set(&e->io, fd, events);
     ev_io_start(loop->evloop, &e->io);
+    e->armed_iter = loop->iter;
 }
 
 /* Sets (handle != NULL) or clears one side. Returns 1 if a handle was
@@ -303,8 +304,12 @@ aioev_io_remove_owned(LoopObj *loop, int fd, int writer, PyObject *owner,
     }
     io_entry *e = fd < loop->fds_cap ? loop->fds[fd] : NULL;
     HandleObj **slot = e == NULL ? NULL : writer ? &e->writer : &e->reader;
+    /* Not lingering: a watch libev has not handed to epoll yet (armed
+     * since the last poll; the fd may be closed before the next one,
+     * and epoll_ctl on a closed fd makes Debian's libev abort). */
     if (slot == NULL || *slot == NULL || !ev_is_active(&e->io)
-        || (writer ? e->reader : e->writer) != NULL) {
+        || (writer ? e->reader : e->writer) != NULL
+        || e->armed_iter == loop->iter) {
         return aioev_io_remove(loop, fd, writer);
     }
     if (!owner_is(e, owner)) {

@@ -34,6 +34,7 @@ typedef struct {
     int listed;                /* in loop->linger; only the sweep frees */
     int seen;                  /* an event came while lingering */
     int kind;                  /* what op left it lingering (sock.c) */
+    uint64_t armed_iter;       /* loop iteration its watcher was started */
 } io_entry;
 
 struct LoopObj {
