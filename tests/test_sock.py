@@ -23,6 +23,7 @@ import errno
 import gc
 import io
 import os
+import re
 import selectors
 import shutil
 import socket
@@ -1780,12 +1781,23 @@ def test_keyword_arguments(loop, sockpair, udp_pair):
         got.append((await loop.sock_recvfrom_into(u, buf, nbytes=4))[0])
         return got
     assert run(loop, main()) == [b"ab", 2, b"cd", b"x", 2]
-    with pytest.raises(TypeError):
-        loop.sock_recv(a, size=3)
-    with pytest.raises(TypeError):
-        loop.sock_recv(a, 3, n=3)
-    with pytest.raises(TypeError):
-        loop.sock_sendall(a)
+    # Python's own wording for a method's bad call (the class name aside)
+    for call, msg in [
+            (lambda: loop.sock_recv(a, size=3),
+             "sock_recv() got an unexpected keyword argument 'size'"),
+            (lambda: loop.sock_recv(a, 3, n=3),
+             "sock_recv() got multiple values for argument 'n'"),
+            (lambda: loop.sock_sendall(a),
+             "sock_sendall() missing 1 required positional argument: "
+             "'data'"),
+            (lambda: loop.sock_recv_into(),
+             "sock_recv_into() missing 2 required positional arguments: "
+             "'sock' and 'buf'"),
+            (lambda: loop.sock_accept(a, 1),
+             "sock_accept() takes 2 positional arguments but 3 were "
+             "given")]:
+        with pytest.raises(TypeError, match=re.escape(msg) + "$"):
+            call()
 
 
 @needs_dgram_api

@@ -902,8 +902,10 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nnames,
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments "
-                     "but %zd were given", fname, nnames, nargs);
+        /* a Python method's wording, self counted */
+        PyErr_Format(PyExc_TypeError, "Loop.%s() takes %zd positional "
+                     "arguments but %zd were given", fname, nnames + 1,
+                     nargs + 1);
         return -1;
     }
     for (Py_ssize_t i = 0; i < nnames; i++) {
@@ -917,25 +919,50 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nnames,
             i++;
         }
         if (i == nnames) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword "
-                         "argument '%U'", fname, key);
+            PyErr_Format(PyExc_TypeError, "Loop.%s() got an unexpected "
+                         "keyword argument '%U'", fname, key);
             return -1;
         }
         if (out[i] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for "
-                         "argument '%s'", fname, names[i]);
+            PyErr_Format(PyExc_TypeError, "Loop.%s() got multiple values "
+                         "for argument '%s'", fname, names[i]);
             return -1;
         }
         out[i] = args[nargs + k];
     }
+    Py_ssize_t missing = 0, last = 0;
     for (Py_ssize_t i = 0; i < required; i++) {
         if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument "
-                         "'%s'", fname, names[i]);
-            return -1;
+            missing++;
+            last = i;
         }
     }
-    return 0;
+    if (missing == 0) {
+        return 0;
+    }
+    /* "missing 2 required positional arguments: 'a' and 'b'", as Python
+     * says it */
+    PyObject *list = PyUnicode_FromString("");
+    Py_ssize_t seen = 0;
+    for (Py_ssize_t i = 0; list != NULL && i < required; i++) {
+        if (out[i] != NULL) {
+            continue;
+        }
+        const char *sep = seen == 0 ? ""
+                          : i == last ? (missing > 2 ? ", and " : " and ")
+                                      : ", ";
+        PyObject *more = PyUnicode_FromFormat("%U%s'%s'", list, sep,
+                                              names[i]);
+        Py_SETREF(list, more);
+        seen++;
+    }
+    if (list != NULL) {
+        PyErr_Format(PyExc_TypeError, "Loop.%s() missing %zd required "
+                     "positional argument%s: %U", fname, missing,
+                     missing > 1 ? "s" : "", list);
+        Py_DECREF(list);
+    }
+    return -1;
 }
 
 #define BIND(fname, required, ...)                                         \
@@ -1003,9 +1030,12 @@ loop_sock_recvfrom_into(LoopObj *loop, PyObject *const *args,
      * checks, made here so that no error waits for the socket (its
      * method is what tries it). */
     int given = a[2] == NULL ? 0 : PyObject_IsTrue(a[2]);
-    if (given < 0
-        || (given ? as_size(a[2], &n) : (n = PyObject_Length(a[1]))) < 0
+    if (given < 0 || (!given && (n = PyObject_Length(a[1])) < 0)
         || get_writable(a[1], &view, "recvfrom_into") < 0) {
+        return fail_at_await(loop, OP_RECVFROM_INTO);
+    }
+    if (given && as_size(a[2], &n) < 0) {
+        PyBuffer_Release(&view);
         return fail_at_await(loop, OP_RECVFROM_INTO);
     }
     Py_ssize_t len = view.len;
