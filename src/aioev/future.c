@@ -806,7 +806,7 @@ static int
 append_callback(aioev_state *st, PyObject *list, PyObject *cb, PyObject *ctx)
 {
     PyObject *shown = Py_IS_TYPE(cb, st->TaskType)
-        ? aioev_task_wakeup_callable(st, (TaskObj *)cb) : Py_NewRef(cb);
+        ? aioev_task_callback(st, (TaskObj *)cb, NULL, 1) : Py_NewRef(cb);
     if (shown == NULL) {
         return -1;
     }

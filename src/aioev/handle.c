@@ -84,25 +84,12 @@ aioev_context_call(PyObject *ctx, PyObject *func, PyObject *const *args,
         }
         return res;
     }
-    PyObject *small[8], **all = small;
-    if (nargs + 2 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        all = PyMem_New(PyObject *, nargs + 2);
-        if (all == NULL) {
-            return PyErr_NoMemory();
-        }
+    PyObject *run = PyObject_GetAttrString(ctx, "run");
+    if (run == NULL) {
+        return NULL;
     }
-    all[0] = ctx;
-    all[1] = func;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        all[i + 2] = args[i];
-    }
-    PyObject *name = PyUnicode_FromString("run");
-    res = name == NULL ? NULL
-        : PyObject_VectorcallMethod(name, all, (size_t)(nargs + 2), NULL);
-    Py_XDECREF(name);
-    if (all != small) {
-        PyMem_Free(all);
-    }
+    res = aioev_call_with_first(run, func, args, (size_t)nargs, NULL);
+    Py_DECREF(run);
     return res;
 }
 

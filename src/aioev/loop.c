@@ -1378,15 +1378,14 @@ loop_create_task(LoopObj *self, PyObject *const *args, size_t nargsf,
         Py_XDECREF(kw);
         Py_XDECREF(pos);
     }
-#if PY_VERSION_HEX >= 0x030D0000
-    /* 3.13: set_name() is mandatory (3.13.0-3.13.2 also call it with
-     * None, renaming the factory's task "None": a bug, gh-130033) */
     if (task != NULL && name != Py_None) {
+#if PY_VERSION_HEX >= 0x030D0000
+        /* 3.13: set_name() is mandatory (3.13.0-3.13.2 also call it with
+         * None, renaming the factory's task "None": a bug, gh-130033) */
         PyObject *r = aioev_call_method_1(task, "set_name", name);
 #else
-    /* asyncio.tasks._set_task_name(): a task without set_name() is
-     * warned about, and kept */
-    if (task != NULL && name != Py_None) {
+        /* asyncio.tasks._set_task_name(): a task without set_name() is
+         * warned about, and kept */
         PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
         PyObject *r = tasks ? PyObject_CallMethod(tasks, "_set_task_name",
                                                   "OO", task, name)

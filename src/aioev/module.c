@@ -14,6 +14,32 @@ import_attr(const char *module, const char *attr)
     return obj;
 }
 
+PyObject *
+aioev_call_with_first(PyObject *callable, PyObject *first,
+                      PyObject *const *args, size_t nargsf,
+                      PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8], **all = small;
+    if (n + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        all = PyMem_New(PyObject *, n + 1);
+        if (all == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    all[0] = first;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        all[i + 1] = args[i];
+    }
+    PyObject *r = PyObject_Vectorcall(callable, all, (size_t)nargs + 1,
+                                      kwnames);
+    if (all != small) {
+        PyMem_Free(all);
+    }
+    return r;
+}
+
 /* ------------------------------------------------------------------------
  * traverse / clear / free / exec
  * ------------------------------------------------------------------------ */

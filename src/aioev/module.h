@@ -77,6 +77,12 @@ aioev_call_method_1(PyObject *obj, const char *name, PyObject *arg)
     return r;
 }
 
+/* callable(first, *args, **kw), given a vectorcall's own arguments
+ * (module.c). */
+PyObject *aioev_call_with_first(PyObject *callable, PyObject *first,
+                                PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames);
+
 /* loop.call_soon(cb, *args, context=ctx) on any loop: args[0] must be
  * free for PY_VECTORCALL_ARGUMENTS_OFFSET, args[1] the loop, then cb and
  * its arguments; ctx comes last. */
@@ -530,10 +536,8 @@ extern PyGetSetDef aioev_future_getset[];
  * or -1 with an exception the loop should report or propagate. */
 int aioev_task_step(aioev_state *st, TaskObj *task, PyObject *exc);
 int aioev_task_wakeup(aioev_state *st, TaskObj *task, PyObject *fut);
-/* A callable standing for the task's wake-up, for display. */
-PyObject *aioev_task_wakeup_callable(aioev_state *st, TaskObj *task);
 /* A callable doing the task's step (with exc) or, if wakeup, its wake-up
- * (called with the future). */
+ * (called with the future; also what stands for it in displays). */
 PyObject *aioev_task_callback(aioev_state *st, TaskObj *task, PyObject *exc,
                               int wakeup);
 /* Create a Task as loop.create_task does without a factory. */

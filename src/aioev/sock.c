@@ -965,6 +965,8 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nnames,
     return -1;
 }
 
+/* Declares a[] and binds the method's arguments to it, returning NULL
+ * from the method on a bad call. */
 #define BIND(fname, required, ...)                                         \
     static const char *const names[] = {__VA_ARGS__};                     \
     PyObject *a[sizeof(names) / sizeof(names[0])];                        \

@@ -837,25 +837,8 @@ static PyObject *
 call_original(aioev_state *st, int which, PyObject *self,
               PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[4], **all = small;
-    if (n + 1 > 4) {
-        all = PyMem_New(PyObject *, n + 1);
-        if (all == NULL) {
-            return PyErr_NoMemory();
-        }
-    }
-    all[0] = self;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        all[i + 1] = args[i];
-    }
-    PyObject *r = PyObject_Vectorcall(st->streamrw_orig[which], all,
-                                      (size_t)nargs + 1, kwnames);
-    if (all != small) {
-        PyMem_Free(all);
-    }
-    return r;
+    return aioev_call_with_first(st->streamrw_orig[which], self, args,
+                                 nargsf, kwnames);
 }
 
 static PyObject *

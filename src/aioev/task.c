@@ -35,12 +35,6 @@ task_callback_new(aioev_state *st, TaskObj *task, PyObject *arg, int wakeup)
 }
 
 PyObject *
-aioev_task_wakeup_callable(aioev_state *st, TaskObj *task)
-{
-    return task_callback_new(st, task, NULL, 1);
-}
-
-PyObject *
 aioev_task_callback(aioev_state *st, TaskObj *task, PyObject *exc,
                     int wakeup)
 {
