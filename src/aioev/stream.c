@@ -763,6 +763,23 @@ write_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Neither after write_eof() nor during sendfile (what: "write" ...). */
+static int
+check_can_write(StreamObj *t, const char *what)
+{
+    if (t->eof) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Cannot call %s() after write_eof()", what);
+        return -1;
+    }
+    if (t->empty_waiter != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "unable to %s; sendfile is in progress", what);
+        return -1;
+    }
+    return 0;
+}
+
 /* write() after the connection was lost: asyncio counts, and warns past
  * a threshold. */
 static void
@@ -826,14 +843,7 @@ stream_write(StreamObj *t, PyObject *data)
         }
         return NULL;
     }
-    if (t->eof) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Cannot call write() after write_eof()");
-        return NULL;
-    }
-    if (t->empty_waiter != NULL) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "unable to write; sendfile is in progress");
+    if (check_can_write(t, "write") < 0) {
         return NULL;
     }
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
@@ -1053,14 +1063,7 @@ static PyObject *
 stream_writelines(StreamObj *t, PyObject *list_of_data)
 {
 #if PY_VERSION_HEX >= 0x030C0000
-    if (t->eof) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Cannot call writelines() after write_eof()");
-        return NULL;
-    }
-    if (t->empty_waiter != NULL) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "unable to writelines; sendfile is in progress");
+    if (check_can_write(t, "writelines") < 0) {
         return NULL;
     }
 #endif
