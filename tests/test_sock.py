@@ -1961,6 +1961,9 @@ def test_dropped_op_then_socket_closed(loop, op, closing):
     # An op that waited, dropped unawaited, its socket then closed before
     # the loop polled again: the fd watch it started must not outlive it
     # (Debian's libev aborts the process on epoll_ctl with a closed fd).
+    meth = getattr(loop, "sock_" + op, None)
+    if meth is None:
+        pytest.skip("no sock_" + op)
     if op == "accept":
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -1969,9 +1972,6 @@ def test_dropped_op_then_socket_closed(loop, op, closing):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
     s.setblocking(False)
-    meth = getattr(loop, "sock_" + op, None)
-    if meth is None:
-        pytest.skip("no sock_" + op)
     args = {"recv": (10,), "recv_into": (bytearray(10),),
             "recvfrom": (10,), "recvfrom_into": (bytearray(10),),
             "accept": ()}[op]
