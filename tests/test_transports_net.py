@@ -228,7 +228,8 @@ def test_write_writelines_write_eof(loop):
             ctr.write(memoryview(b"xcx")[1:2])
             ctr.write(b"")  # no-op
             ctr.writelines([b"d", bytearray(b"e"), memoryview(b"f")])
-            ctr.writelines(iter([b"g", b"h"]))
+            ctr.writelines(iter([b"g"]))
+            ctr.writelines((b"h",))  # a tuple is one argument
             assert ctr.can_write_eof()
             ctr.write_eof()
             ctr.write_eof()  # idempotent

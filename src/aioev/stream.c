@@ -1068,7 +1068,7 @@ stream_writelines(StreamObj *t, PyObject *list_of_data)
     }
 #endif
     PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *data = empty ? PyObject_CallMethod(empty, "join", "O",
+    PyObject *data = empty ? aioev_call_method_1(empty, "join",
                                                  list_of_data)
                            : NULL;
     Py_XDECREF(empty);
