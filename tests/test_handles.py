@@ -389,3 +389,22 @@ def test_call_later_delay_types(loop):
     loop.call_at(decimal.Decimal(loop.time()), ran.append, 2)
     loop.run_until_complete(asyncio.sleep(0.01))
     assert sorted(ran) == [1, 2]
+
+
+def test_nan_when_never_due_loop_still_runs(aioev_loop):
+    # asyncio runs a NaN-time handle at once or fails in its poll
+    # (ValueError); aioev never calls it, and its poll gets a sane timeout
+    # (no NaN handed to libev) while the loop goes on.
+    loop = aioev_loop
+    ran = []
+    h = loop.call_at(float("nan"), ran.append, 1)
+    loop.call_later(0.01, ran.append, 2)
+    loop.run_until_complete(asyncio.sleep(0.02))
+    assert ran == [2]
+    # the NaN one alone: the poll sleeps until woken from a thread
+    t = threading.Timer(0.02, loop.call_soon_threadsafe, (loop.stop,))
+    t.start()
+    loop.run_forever()
+    t.join()
+    assert ran == [2]
+    h.cancel()

@@ -761,8 +761,8 @@ run_once(LoopObj *self)
             flags = EVRUN_NOWAIT;
         }
         else {
-            if (delay > 86400.0) {
-                delay = 86400.0;
+            if (!(delay <= 86400.0)) {
+                delay = 86400.0;  /* also NaN (call_at(nan): never due) */
             }
             ev_timer_set(&self->timeout, delay, 0.0);
             ev_timer_start(self->evloop, &self->timeout);
